@@ -71,7 +71,10 @@ class MappingNetwork(nn.Module):
     def embed_class(self, c: jax.Array) -> jax.Array:
         """Class vector (one-hot or scores, [N, c_dim]) -> normalised projected embedding [N, z_dim]."""
         rows = self.embed(jnp.argmax(c, axis=1))
-        return normalize_2nd_moment(self.embed_proj(rows))
+        proj = self.embed_proj(rows)
+        self.sow("intermediates", "embed_rows", rows)
+        self.sow("intermediates", "embed_proj_out", proj)
+        return normalize_2nd_moment(proj)
 
     def __call__(
         self,
@@ -85,14 +88,19 @@ class MappingNetwork(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must be [N, {self.z_dim}], got {z.shape}")
         x = normalize_2nd_moment(z.astype(jnp.float32))
+        self.sow("intermediates", "z_normalized", x)
         labels = None
         if self.c_dim > 0:
             if c is None or c.shape != (z.shape[0], self.c_dim):
                 raise ValueError(f"c must be [N, {self.c_dim}] (one-hot), got {None if c is None else c.shape}")
             labels = jnp.argmax(c, axis=1)
-            x = jnp.concatenate([x, self.embed_class(c)], axis=1)
-        for fc in self.fcs:
+            y = self.embed_class(c)
+            self.sow("intermediates", "embed_proj_normalized", y)
+            x = jnp.concatenate([x, y], axis=1)
+        self.sow("intermediates", "fc_input_concat", x)
+        for i, fc in enumerate(self.fcs):
             x = fc(x)
+            self.sow("intermediates", f"fc{i}_out", x)
 
         if update_emas:
             self.w_avg.value = self._updated_w_avg(x, labels)

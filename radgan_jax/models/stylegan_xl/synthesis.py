@@ -120,6 +120,7 @@ class SynthesisLayer(nn.Module):
         input_gain = jax.lax.rsqrt(magnitude_ema.value)
 
         styles = FullyConnected(self.w_dim, s.in_channels, bias_init=1.0, name="affine")(w)
+        self.sow("intermediates", "styles_raw", styles)
         if s.is_torgb:
             styles = styles * (1 / np.sqrt(s.in_channels * k**2))
         weight = self.param("weight", lambda key, shp: jax.random.normal(key, shp, jnp.float32),
@@ -130,6 +131,7 @@ class SynthesisLayer(nn.Module):
         precision = HIGHEST if dtype == jnp.float32 else None
         x = modulated_conv2d(x.astype(dtype), weight, styles, demodulate=not s.is_torgb, padding=k - 1,
                              input_gain=input_gain, precision=precision)
+        self.sow("intermediates", "modconv_out", x)
         fu = design_lowpass_filter(s.up_taps, s.in_cutoff, s.in_half_width * 2, s.tmp_sampling_rate)
         fd = design_lowpass_filter(s.down_taps, s.out_cutoff, s.out_half_width * 2, s.tmp_sampling_rate,
                                    radial=s.down_radial)
