@@ -162,7 +162,8 @@ class SynthesisSpec:
     num_fp16_res: int = 4
     conv_kernel: int = 3
     use_radial_filters: bool = False
-    # Growth history: ((resolution, head_layers, up_factor), ...); the stem is (res, 0, 1).
+    # Growth history, oldest first: ((resolution, head_layers, up_factor), ...); the stem is (res, 0, 1).
+    # Networks converted from official files may record only the last step.
     stages: tuple[tuple[int, int, int], ...] = ()
 
     @property

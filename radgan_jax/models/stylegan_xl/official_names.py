@@ -97,8 +97,18 @@ def from_official_state_dict(
     variables: dict[str, dict] = {"params": {}, "buffers": {}}
     for name, (col, path, fn) in expected.items():
         arr = fn(np.asarray(state_dict[name], dtype=np.float32))
-        _set(variables[col], path, np.ascontiguousarray(arr))
+        _set(variables[col], path, np.array(arr, dtype=np.float32, order="C"))  # keeps 0-d shape
+    check_shapes(variables, abstract_variables(spec), source)
     return variables
+
+
+def abstract_variables(spec: GeneratorSpec) -> Any:
+    """Shapes/dtypes of `Generator(spec)`'s variables, without computing anything."""
+    import jax
+
+    from radgan_jax.models.stylegan_xl.generator import init_generator
+
+    return jax.eval_shape(lambda k: init_generator(spec, k), jax.random.key(0))
 
 
 def check_shapes(variables: Mapping[str, Any], reference: Mapping[str, Any], source: str) -> None:

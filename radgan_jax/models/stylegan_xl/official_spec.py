@@ -132,4 +132,6 @@ def arch_from_official_config(config: Mapping[str, Any], state_dict: Mapping[str
                          f"layout depends on every earlier stage)")
     if is_stem:
         arch["stages"] = [[arch["img_resolution"], 0, 1]]
+    elif "head_layers" in eff:  # the last growth step is known; earlier ones are not recorded
+        arch["stages"] = [[arch["img_resolution"], int(eff["head_layers"]), int(eff.get("up_factor", 2))]]
     return arch
