@@ -269,3 +269,39 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------------- generator
+GENERATOR_KIND = "stylegan_xl_generator"
+
+
+def save_generator(
+    directory: str | epath.PathLike,
+    variables: Mapping[str, Any],
+    spec: Any,
+    *,
+    step: int = 0,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Writes a generator checkpoint: one item per variable collection ('params', 'buffers', ...) and the
+    full `GeneratorSpec` (`spec.to_dict()`) in the metadata, so `load_generator` needs nothing else."""
+    metadata = {**dict(extra_metadata or {}), "kind": GENERATOR_KIND, "generator_spec": spec.to_dict()}
+    with Checkpointer(directory, max_to_keep=None, async_save=False) as ck:
+        ck.save(step, dict(variables), metadata=metadata, force=True)
+
+
+def load_generator(
+    directory: str | epath.PathLike, step: int | None = None
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(GeneratorSpec, variables as host numpy, metadata) of a checkpoint written by `save_generator`."""
+    from radgan_jax.models.stylegan_xl.generator import GeneratorSpec  # keep checkpoint.py model-free
+
+    with Checkpointer(directory, max_to_keep=None) as ck:
+        meta = ck.metadata(step)
+        if meta.get("kind") != GENERATOR_KIND or "generator_spec" not in meta:
+            raise ValueError(
+                f"{directory} is not a generator checkpoint (metadata kind={meta.get('kind')!r}); "
+                "convert official weights with `python -m radgan_jax.tools.convert_stylegan_xl`"
+            )
+        variables, meta, _ = ck.restore(step)
+    return GeneratorSpec.from_dict(meta["generator_spec"]), variables, meta

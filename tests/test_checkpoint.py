@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from radgan_jax.checkpoint import Checkpointer
+from radgan_jax.checkpoint import Checkpointer, load_generator, save_generator
 from radgan_jax.parallel import mesh as mesh_lib
 from radgan_jax.parallel import sharding
 
@@ -162,3 +162,17 @@ def test_bad_item_name_and_metadata(tmp_path):
             ck.save(1, {"metadata": {"w": np.ones(1)}})
         with pytest.raises(TypeError, match="JSON-serializable"):
             ck.save(1, {"p": {"w": np.ones(1)}}, metadata={"arr": np.ones(2)})
+
+
+def test_generator_checkpoint_round_trip(tmp_path):
+    from radgan_jax.models.stylegan_xl.builtin import builtin_generator
+
+    spec, variables = builtin_generator("demo32", jax.random.key(0))
+    save_generator(tmp_path / "g", variables, spec, extra_metadata={"source": "test"})
+    spec2, variables2, meta = load_generator(tmp_path / "g")
+    assert spec2 == spec and meta["source"] == "test"
+    assert_tree_equal(jax.device_get(variables), variables2)
+    with Checkpointer(tmp_path / "other") as ck:
+        ck.save(0, {"params": {"w": np.ones(2)}})
+    with pytest.raises(ValueError, match="not a generator checkpoint"):
+        load_generator(tmp_path / "other")

@@ -22,6 +22,7 @@ class JobFn(Protocol):
 _MODULES: dict[str, str] = {
     "generate": "radgan_jax.jobs.generate",
     "print_config": "radgan_jax.jobs.print_config",
+    "summary": "radgan_jax.jobs.summary",
 }
 
 # Functions registered with @register (filled as job modules are imported).

@@ -14,7 +14,7 @@ import scipy.signal
 import scipy.special
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _design(numtaps: int, cutoff: float, width: float, fs: float, radial: bool) -> np.ndarray | None:
     if numtaps < 1:
         raise ValueError(f"numtaps must be >= 1, got {numtaps}")

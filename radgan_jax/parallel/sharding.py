@@ -127,6 +127,25 @@ def shard_host_batch(mesh: Mesh, local_batch: Any) -> Any:
     return jax.tree.map(one, local_batch)
 
 
+def global_from_host(mesh: Mesh, x: Any) -> jax.Array:
+    """Batch-sharded global array from a host array that every process holds *in full* (same values).
+
+    Unlike `shard_host_batch` (each process brings its own rows), here each process already has the whole
+    batch (e.g. latents derived from global seeds) and keeps only the rows its devices own.
+    """
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, batch_sharding(mesh, x.ndim), lambda index: x[index])
+
+
+def host_from_global(x: jax.Array) -> np.ndarray:
+    """The full value of a (possibly multi-host sharded) array as numpy, on every process."""
+    if x.is_fully_addressable:
+        return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils  # only needed on multi-process runs
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def replicate_tree(mesh: Mesh, tree: Any) -> Any:
     """Puts every leaf of `tree` fully replicated on `mesh` (params for a data-parallel step).
 

@@ -84,7 +84,7 @@ class TorchDtype:
 
 @dataclass(frozen=True)
 class LegacyStorage:
-    """One torch storage: a read-only 1-D array of its elements, and where it lived (``'cpu'``, ``'cuda:0'``)."""
+    """One torch storage: a read-only 1-D array of its elements, and its device (``'cpu'``, ``'cuda:0'``)."""
 
     data: np.ndarray
     location: str
@@ -110,7 +110,7 @@ def parse_legacy_stream(data: bytes, load: Callable[[io.BytesIO, Callable[[Any],
     restricted unpickler (it sees only storage types, ints and strings here)."""
     if not isinstance(data, bytes | bytearray):
         raise ValueError(f"torch storage stream must be bytes, got {type(data).__name__}")
-    buf = memoryview(bytes(data) if isinstance(data, bytearray) else data)
+    buf = bytes(data)  # no copy for bytes; io.BytesIO shares an immutable bytes buffer
     f = io.BytesIO(buf)
     if load(f, None) != LEGACY_MAGIC_NUMBER:
         raise ValueError("torch storage stream: bad magic number (not a legacy torch.save stream)")
@@ -123,7 +123,7 @@ def parse_legacy_stream(data: bytes, load: Callable[[io.BytesIO, Callable[[Any],
     entries: dict[str, tuple[np.dtype, int, str]] = {}
 
     def persistent_load(pid: Any) -> _StorageRef:
-        # torch/serialization.py persistent_id(): ('storage', storage_type, key, location, numel, view_metadata)
+        # torch/serialization.py persistent_id(): ('storage', type, key, location, numel, view_metadata)
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
             raise ValueError(f"torch storage stream: unexpected persistent id {pid!r:.200}")
         stype, key, location, numel = pid[1:5]
@@ -178,7 +178,8 @@ def rebuild_tensor(storage: LegacyStorage, offset: int, size: Sequence[int], str
         return np.zeros(shape, data.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(shape, stride))
     if last >= data.size:  # as_strided does not bounds-check: never read outside the storage
-        raise ValueError(f"tensor (offset {offset}, size {shape}, stride {tuple(stride)}) reads element {last} "
-                         f"of a storage with {data.size} elements")
-    view = as_strided(data[offset:], shape=shape, strides=[s * data.itemsize for s in stride], writeable=False)
+        raise ValueError(f"tensor (offset {offset}, size {shape}, stride {tuple(stride)}) reads element "
+                         f"{last} of a storage with {data.size} elements")
+    strides = [s * data.itemsize for s in stride]
+    view = as_strided(data[offset:], shape=shape, strides=strides, writeable=False)
     return np.array(view, copy=True, order="C")

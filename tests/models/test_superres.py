@@ -64,7 +64,8 @@ def test_trainable_mask_and_reinit_stem(golden16_32):
     # A "trained" copy whose stem drifted gets the stem back from the previous stage.
     drifted = jax.tree.map(lambda x: x + 1.0, grown)
     restored = reinit_stem(drifted, g16.spec, v16, spec)
-    np.testing.assert_array_equal(restored["params"]["mapping"]["fc0"]["weight"], v16["params"]["mapping"]["fc0"]["weight"])
+    np.testing.assert_array_equal(restored["params"]["mapping"]["fc0"]["weight"],
+                                  v16["params"]["mapping"]["fc0"]["weight"])
     np.testing.assert_array_equal(restored["params"]["synthesis"]["L10_52_32"]["weight"],
                                   drifted["params"]["synthesis"]["L10_52_32"]["weight"])
 

@@ -86,6 +86,17 @@ def test_shard_host_batch_values_and_sharding():
         sharding.shard_host_batch(mesh, np.zeros((5, 2)))
 
 
+def test_global_from_host_and_back():
+    mesh = make_mesh({"data": 4, "fsdp": 2})
+    x = np.arange(16 * 3, dtype=np.float32).reshape(16, 3)
+    g = sharding.global_from_host(mesh, x)
+    assert g.shape == x.shape and g.sharding.is_equivalent_to(sharding.batch_sharding(mesh, 2), 2)
+    assert {s.data.shape for s in g.addressable_shards} == {(2, 3)}
+    back = sharding.host_from_global(g * 2)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, x * 2)
+
+
 def test_replicate_tree():
     mesh = make_mesh()
     tree = sharding.replicate_tree(mesh, {"w": np.ones((3, 3)), "b": [np.zeros(2)]})
