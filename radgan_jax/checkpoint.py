@@ -120,6 +120,8 @@ class Checkpointer:
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"max_to_keep must be None (keep all) or >= 1, got {max_to_keep}")
         self.directory = epath.Path(directory)
+        if "://" not in str(directory):  # orbax wants absolute paths; a relative CLI path means cwd-relative
+            self.directory = self.directory.absolute()
         self.best_metric = best_metric
         best_fn = None if best_metric is None else (lambda m: float(m[best_metric]))
         policy: Any = None  # None: keep everything

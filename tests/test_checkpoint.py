@@ -62,6 +62,16 @@ def test_round_trip_nested_tree_keys_and_metadata(tmp_path):
                                   jax.random.normal(restored["rng"]["train"], (3,)))
 
 
+def test_relative_directory_is_cwd_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    items = make_items()
+    with Checkpointer("rel/ck", async_save=False) as ck:
+        assert ck.save(1, items)
+    assert (tmp_path / "rel" / "ck" / "1").is_dir()
+    with Checkpointer("rel/ck") as ck:
+        assert_tree_equal(items, ck.restore()[0])
+
+
 def test_restore_subset_and_missing_item_lists_contents(tmp_path):
     with Checkpointer(tmp_path, async_save=False) as ck:
         ck.save(1, make_items())
