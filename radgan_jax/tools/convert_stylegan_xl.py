@@ -55,7 +55,11 @@ def _load_npz(src: Path, config_path: Path | None) -> tuple[dict[str, np.ndarray
             state_dict = {k: f[k] for k in f.files}
     except (OSError, ValueError) as e:
         raise ConversionError(f"{src}: cannot read as .npz ({e})") from None
-    return state_dict, arch_from_official_config(config, state_dict, source=str(config_path))
+    try:
+        return state_dict, arch_from_official_config(config, state_dict, source=str(config_path))
+    except (ValueError, KeyError, TypeError) as e:
+        msg = str(e) if str(config_path) in str(e) else f"{config_path}: {e}"
+        raise ConversionError(msg) from None
 
 
 # Globals that only a code-execution payload would name. Outside the generator an official snapshot holds
