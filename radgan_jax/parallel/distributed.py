@@ -1,14 +1,18 @@
 """Multi-process start-up (`jax.distributed`), called by main.py when `config.distributed` is true.
 
 On Cloud TPU VMs, GKE/xpk and SLURM, `jax.distributed.initialize()` with no arguments finds the coordinator,
-process count and process id from the environment. Explicit arguments are for local multi-process tests
-(`initialize('localhost:1234', 2, 0)` in one shell, `... 2, 1` in another).
+process count and process id from the environment. Anywhere else (several processes on one machine, a
+hand-rolled cluster) set JAX_COORDINATOR_ADDRESS=host:port (read by jax), JAX_NUM_PROCESSES and
+JAX_PROCESS_ID (read here); `launch/local_multiprocess.sh` does exactly that. On CPU the processes talk
+through gloo (jax's default CPU collectives).
 
 Must run before anything touches a JAX backend (creating arrays, `jax.devices()`), which is why main.py
 calls it before importing the job.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 from absl import logging
@@ -24,6 +28,8 @@ def initialize(
         logging.info("jax.distributed already initialized (process %d of %d)",
                      jax.process_index(), jax.process_count())
         return
+    num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
     kwargs = {}
     if coordinator_address is not None:
         kwargs["coordinator_address"] = coordinator_address
@@ -36,3 +42,13 @@ def initialize(
         "jax.distributed initialized: process %d of %d, %d local / %d global devices",
         jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
     )
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
