@@ -8,6 +8,7 @@ through pydicom (pixel data required).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.ndar
 
     path = Path(path)
     _check_file(path)
+    log = logging.getLogger("nibabel")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # its header-fix chatter would duplicate our DataError
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
@@ -73,6 +77,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.ndar
         affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as e:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ValueError ...)
         raise DataError(path, f"corrupt NIfTI file ({type(e).__name__}: {e})", "corrupt") from None
+    finally:
+        log.setLevel(level)
     if data.size == 0 or not np.all(np.isfinite(zooms)) or min(zooms, default=0) <= 0:
         raise DataError(path, f"corrupt NIfTI header (shape {data.shape}, voxel sizes {zooms})", "corrupt")
     return data, zooms, affine
