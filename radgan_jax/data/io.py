@@ -18,6 +18,8 @@ from radgan_jax.data.base import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow modes with more than 8 bits
+_8BIT_MODES = ("L", "LA", "RGB", "RGBA", "P", "1")
 
 
 def is_image_file(path: Path) -> bool:
@@ -50,6 +52,10 @@ def read_image(path: str | Path, mode: str | None = None) -> np.ndarray:
             with Image.open(path) as im:
                 im.load()  # force decoding: truncated data fails here
                 if mode is not None and im.mode != mode:
+                    if im.mode in _WIDE_MODES and mode in _8BIT_MODES:
+                        # Pillow would clip 16-bit/float values to 255 (an all-white image, silently).
+                        raise DataError(path, f"{im.mode} image where an 8-bit {mode} image is expected (no "
+                                              f"documented intensity mapping for this format)", "not_image")
                     im = im.convert(mode)
                 arr = np.asarray(im)
     except UnidentifiedImageError:

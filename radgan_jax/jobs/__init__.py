@@ -20,6 +20,8 @@ class JobFn(Protocol):
 
 # mode -> module that implements it. One line per job.
 _MODULES: dict[str, str] = {
+    "data_verify": "radgan_jax.jobs.data_verify",
+    "data_convert": "radgan_jax.jobs.data_convert",
     "generate": "radgan_jax.jobs.generate",
     "print_config": "radgan_jax.jobs.print_config",
     "summary": "radgan_jax.jobs.summary",

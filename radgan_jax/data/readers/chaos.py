@@ -136,7 +136,7 @@ def _mr_dir(root: Path) -> Path | None:
 
 def _visible(folder: Path, suffix: str) -> list[Path]:
     # '._name' files are macOS resource forks that zip tools leave next to the real ones (CHAOS-evaluation skips them).
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")
                   and p.suffix.lower() == suffix)
 
 

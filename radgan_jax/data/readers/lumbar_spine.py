@@ -110,7 +110,7 @@ class LumbarSpineReader(Reader):
         for (pnum, dnum), label_path in sorted(keys.items()):
             patient, disc = f"{pnum:04d}", str(dnum)
             image_path = self._image_path(patient, disc)
-            if not image_path.is_file():
+            if not image_path.exists():
                 problems.append(DataError(label_path, f"no {self.modality} slice {image_path.relative_to(self.base)}",
                                           "layout"))
                 continue
