@@ -37,7 +37,10 @@ def get_reader(name: str) -> type[Reader]:
     if name not in _MODULES:
         raise ValueError(f"unknown dataset format {name!r}; valid: auto, {', '.join(_MODULES)}")
     module, cls = _MODULES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as e:  # e.g. an optional dependency missing: say which reader and what to install
+        raise RuntimeError(f"dataset format {name!r}: cannot import its reader {module} ({e})") from None
 
 
 def detect_format(root: str | Path) -> str:
