@@ -1,11 +1,11 @@
 """GAN input pipeline throughput (decode + shuffle + xflip + batch) vs the generator's forward throughput.
 
-    python bench/data.py                              # 2000 synthetic 256 px images; 16/64/256 px; workers 0,2
+    python bench/data.py                              # 2000 phantoms at 256 px; 16/64/256 px; workers 0,2
     python bench/data.py --num 20000 --workers 0,8 --batch 256      # e.g. on a TPU/GPU host
 
-Builds a TFDS/ArrayRecord GAN dataset (radgan_jax.data.tfds_build) of N synthetic grayscale images (smooth
-random ellipses on a low-frequency background plus pixel noise: PNGs about as compressible as CT slices) in a
-temporary folder, then times `GanInputPipeline` batches per resolution and worker count (the first batch,
+Builds a TFDS/ArrayRecord GAN dataset (radgan_jax.data.tfds_build) of N built-in phantoms (CT/MR abdomen,
+lumbar MR, endoscopy RGB: radgan_jax.data.phantoms; `--source noise`: smooth random ellipses plus pixel noise)
+in a temporary folder, then times `GanInputPipeline` batches per resolution and worker count (the first batch,
 which starts the workers, is not timed). In the same run it measures a small random StyleGAN-XL generator's
 forward pass (bench/generator.py's golden configuration) at 16 and 64 px.
 
@@ -82,14 +82,26 @@ def measure_generator(res: int, batch: int, min_time: float) -> dict:
                 train_img_per_s=r["img_per_s"] / TRAIN_COST_IN_FORWARDS)
 
 
+def phantom_cases(num: int, size: int, seed: int = 0):
+    """The built-in phantoms, all kinds in turn (grey CT/MR and RGB endoscopy), one class per kind."""
+    from radgan_jax.data.phantoms import PHANTOM_KINDS, render
+
+    kinds = sorted(PHANTOM_KINDS)
+    for i in range(num):
+        case = render(kinds[i % len(kinds)], seed + i, size)
+        img = np.clip(np.rint(case.image * 255), 0, 255).astype(np.uint8)
+        yield Case(f"ph{i:06d}", img, label=i % len(kinds))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--num", type=int, default=2000, help="synthetic images in the dataset")
+    p.add_argument("--source", choices=("phantoms", "noise"), default="phantoms")
     p.add_argument("--source-size", type=int, default=256, help="pixel size of the synthetic originals")
     p.add_argument("--resolutions", default="16,64,256")
     p.add_argument("--workers", default="0,2", help="grain worker processes to compare (0: threads in-process)")
     p.add_argument("--batch", type=int, default=64, help="global = local batch (one host)")
-    p.add_argument("--gen-resolutions", default="16,64", help="generator forward throughput at these (golden cfg)")
+    p.add_argument("--gen-resolutions", default="16,64,256", help="generator forward throughput at these (golden cfg)")
     p.add_argument("--gen-batch", type=int, default=8)
     p.add_argument("--min-time", type=float, default=3.0, help="seconds of timed batches per case")
     p.add_argument("--max-batches", type=int, default=200)
@@ -99,7 +111,8 @@ def main() -> None:
     tmp = None if args.data_dir else tempfile.TemporaryDirectory(prefix="radgan_bench_data_")
     data = Path(args.data_dir or tmp.name)
     t0 = time.perf_counter()
-    build_gan_datasets(synthetic_cases(args.num, args.source_size), data, name="bench", resolutions=resolutions,
+    cases = (phantom_cases if args.source == "phantoms" else synthetic_cases)(args.num, args.source_size)
+    build_gan_datasets(cases, data, name="bench", resolutions=resolutions,
                        class_names=["a", "b", "c", "d"], xflip=True, progress=False)
     build_s = time.perf_counter() - t0
     sizes = {r: sum(f.stat().st_size for f in (data / f"bench_{r}px").rglob("*.array_record*")) for r in resolutions}
@@ -113,7 +126,7 @@ def main() -> None:
         row["can_feed"] = None if g is None else bool(row["img_per_s"] >= g["train_img_per_s"])
     backend = jax.default_backend()
     print(f"GAN input pipeline on {platform.node()} ({os.cpu_count()} CPUs), generator on {backend} "
-          f"({jax.devices()[0].device_kind}); {args.num} synthetic {args.source_size} px images, xflip, "
+          f"({jax.devices()[0].device_kind}); {args.num} {args.source} {args.source_size} px images, xflip, "
           f"build {build_s:.1f}s ({args.num * len(resolutions) / build_s:.0f} img/s over {len(resolutions)} res)")
     print(f"assumption: training consumes <= generator forward img/s / {TRAIN_COST_IN_FORWARDS} "
           "(fwd+bwd of G and D per image)")

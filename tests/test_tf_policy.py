@@ -7,7 +7,8 @@ import sys
 
 HOT_MODULES = ["radgan_jax.main", "radgan_jax.jobs.generate", "radgan_jax.models.stylegan_xl.generator",
                "radgan_jax.ops.filtered_lrelu", "radgan_jax.parallel.sharding", "radgan_jax.checkpoint",
-               "radgan_jax.tools.convert_stylegan_xl"]
+               "radgan_jax.tools.convert_stylegan_xl", "radgan_jax.data.pipeline", "radgan_jax.data.preprocess",
+               "radgan_jax.data.readers.cvc_clinicdb", "radgan_jax.data.readers.chaos"]
 
 
 def test_hot_path_does_not_import_tensorflow(repo_root):
