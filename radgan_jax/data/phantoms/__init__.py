@@ -11,7 +11,7 @@ HyperKvasir) closely enough for pipelines and learning tests; they are useless f
 Kinds (PHANTOM_KINDS[name] is a PhantomSpec):
   ct_abdomen  axial portal-venous CT at kidney level, windowed; mask 1 liver, 2 kidney, 3 liver lesion
   mr_abdomen  the same anatomy as a T2-SPIR MR (bias field, Rician noise); same mask labels
-  mr_spine    sagittal T2 lumbar spine L1-S1; mask 1 vertebra, 2 disc, 3 spinal canal / thecal sac
+  mr_spine    sagittal T2 lumbar spine L1-S1; mask 1 disc, 2 posterior element, 3 thecal sac, 4 vertebral body
   endoscopy   RGB colonoscopy frame; mask 1 polyp
 
 Determinism: randomness comes only from `np.random.default_rng([seed, crc32(kind), stream])`; the same

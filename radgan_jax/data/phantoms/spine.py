@@ -7,10 +7,12 @@ degenerated, lower levels degenerate more often), the thecal sac (bright CSF wit
 ending at L1-L2 and the cauda equina roots below), posterior elements (laminae, spinous processes),
 paraspinal muscle, subcutaneous fat and, anteriorly, the aorta (flow void) and bowel.
 
-Mask labels follow the classes of the Lumbar Spine segmentation datasets: 1 vertebra (all vertebral bone in
-view: bodies *and* posterior elements, T12 and sacral segments included), 2 intervertebral disc, 3 spinal
-canal / thecal sac. A herniation (variant 'herniation', usually L4-L5 or L5-S1) is a focal posterior
-protrusion of disc material, labelled disc, that narrows the canal.
+Mask labels use the codes of the Labeled Lumbar Spine MRI dataset (readers/lumbar_spine.py) where it has the
+structure: 1 intervertebral disc, 2 posterior element (laminae, spinous processes), 3 thecal sac / spinal
+canal; that dataset's 4 (the area between anterior and posterior elements, an axial-only notion) has no
+sagittal counterpart, so 4 here is the vertebral body (T12 and sacral segments included). A herniation
+(variant 'herniation', usually L4-L5 or L5-S1) is a focal posterior protrusion of disc material, labelled
+disc, that narrows the canal.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from radgan_jax.data.phantoms import shapes as S
 from radgan_jax.data.phantoms import texture as T
 
-LABEL_NAMES = {0: "background", 1: "vertebra", 2: "disc", 3: "spinal_canal"}
+LABEL_NAMES = {0: "background", 1: "disc", 2: "posterior_element", 3: "thecal_sac", 4: "vertebral_body"}
 
 # T2 FSE relative signal (no fat suppression): CSF and fat bright, marrow intermediate, muscle/cortex dark.
 _V = {"air": 0.0, "fat": 0.75, "muscle": 0.2, "cortex": 0.06, "marrow": 0.5, "annulus": 0.15,
@@ -121,7 +123,7 @@ def _herniation(rng: np.random.Generator, g: dict) -> np.ndarray:
 
 def render(rng: np.random.Generator, finding_rng: np.random.Generator, resolution: int,
            variant: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Sagittal T2 image in [0, 1] and mask (1 vertebra, 2 disc, 3 canal)."""
+    """Sagittal T2 image in [0, 1] and mask (1 disc, 2 posterior element, 3 thecal sac, 4 vertebral body)."""
     R = resolution
     g = _geometry(rng, R)
     disc = g["disc"]
@@ -153,7 +155,8 @@ def render(rng: np.random.Generator, finding_rng: np.random.Generator, resolutio
     sig = T.rician(rng, sig, rng.uniform(0.015, 0.035))
     image = np.clip(sig / max(float(np.percentile(sig, 99.5)), 1e-6), 0.0, 1.0).astype(np.float32)
     mask = np.zeros((R, R), np.uint8)
-    mask[vertebra < 0] = 1
-    mask[disc < 0] = 2
+    mask[g["post"] < 0] = 2
+    mask[g["bodies"] < 0] = 4
+    mask[disc < 0] = 1
     mask[canal < 0] = 3
     return image, mask, {"degenerated_discs": int(g["degenerated"][:6].sum())}
