@@ -46,7 +46,8 @@ def generate_config() -> ml_collections.ConfigDict:
     config.checkpoint = ""         # generator checkpoint dir (tools/convert_stylegan_xl.py or training)
     config.checkpoint_step = -1    # -1: latest
     config.builtin = ""            # or a built-in random generator (radgan_jax/models/stylegan_xl/builtin.py)
-    config.classes = ""            # '0,3,5-7'; empty: a random class per seed (gen_images.py semantics)
+    config.classes = ""            # '0,3,5-7' or labels 'spine_ddd,abd_normal'; empty: a random class per seed
+    config.product = "auto"        # class table for labels: 'ctmr', 'gastro' or 'auto' (by c_dim: 124 / 6)
     config.seeds = "0-15"
     config.truncation_psi = 1.0
     config.truncation_cutoff = -1  # -1: truncate every ws row

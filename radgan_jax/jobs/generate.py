@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from typing import Any
 
 import jax
@@ -102,13 +103,36 @@ def generate_arrays(gen: Generator, variables: Any, mesh, z: np.ndarray, c: np.n
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
+def _class_table(config, spec: GeneratorSpec):
+    """The product's class table: config.product, or 'auto' by c_dim (124: ctmr, 6: gastro); else None."""
+    from radgan_jax.data.classes import PRODUCTS, class_table
+
+    product = str(config.get("product", "auto") or "auto")
+    if product == "auto":
+        product = {len(class_table(p)): p for p in PRODUCTS}.get(spec.c_dim, "")
+    if not product:
+        return None
+    table = class_table(product)
+    if len(table) != spec.c_dim:
+        raise ValueError(f"--config.product={product} has {len(table)} classes but this generator has "
+                         f"c_dim={spec.c_dim}")
+    return table
+
+
 def _class_labels(config, spec: GeneratorSpec) -> list[int] | None:
     if spec.c_dim == 0:
         return None
     text = str(config.classes).strip()
     if not text:
         return None  # random class per seed, as gen_images.py without --class
-    labels = parse_range(text)
+    if re.fullmatch(r"[\d,\s-]+", text):
+        labels = parse_range(text)
+    else:  # class labels of the paper's table (e.g. 'spine_ddd,abd_normal'), indices may be mixed in
+        table = _class_table(config, spec)
+        if table is None:
+            raise ValueError(f"--config.classes={text!r} names classes, but this generator (c_dim={spec.c_dim}) "
+                             f"is neither ctmr (124) nor gastro (6): set --config.product or use indices")
+        labels = table.parse(text)
     bad = [c for c in labels if not 0 <= c < spec.c_dim]
     if bad:
         raise ValueError(f"classes {bad} outside [0, {spec.c_dim}) for this generator")

@@ -156,3 +156,26 @@ def test_bad_latent_files_fail_clearly(golden32_ckpt: Path, tmp_path: Path):
     with pytest.raises(ValueError, match=r"c.npy: c must be \[2, 4\], got \(3, 4\)"):
         generate.run(_config(checkpoint=str(golden32_ckpt), z_file=str(tmp_path / "z.npy"),
                              c_file=str(tmp_path / "c.npy")), str(tmp_path))
+
+
+def test_classes_by_label_of_the_papers_table(tmp_path: Path):
+    """--config.classes accepts Table S1 labels; the product comes from c_dim (6 = gastro) or config.product."""
+    from radgan_jax.checkpoint import save_generator
+    from radgan_jax.models.stylegan_xl.generator import init_generator, stem_generator_spec
+
+    spec = stem_generator_spec(z_dim=8, c_dim=6, w_dim=16, img_resolution=16, channel_base=64, channel_max=16,
+                               num_layers=4)
+    ckpt = tmp_path / "gastro16"
+    save_generator(ckpt, init_generator(spec, jax.random.key(0)), spec)
+    config = _config(checkpoint=str(ckpt), classes="polyps,Z-Line,0", seeds="1", write_png=False, batch_size=8)
+    generate.run(config, str(tmp_path / "out"))
+    assert np.load(tmp_path / "out" / "images.npz")["label"].tolist() == [2, 5, 0]
+    with pytest.raises(ValueError, match="did you mean: polyps"):
+        generate.run(_config(checkpoint=str(ckpt), classes="polypps", seeds="1"), str(tmp_path / "o2"))
+    with pytest.raises(ValueError, match="has 124 classes but this generator has c_dim=6"):
+        generate.run(_config(checkpoint=str(ckpt), classes="abd_normal", product="ctmr"), str(tmp_path / "o3"))
+
+
+def test_class_labels_need_a_known_product(golden32_ckpt: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="neither ctmr .124. nor gastro .6.: set --config.product"):
+        generate.run(_config(checkpoint=str(golden32_ckpt), classes="abd_normal"), str(tmp_path))
