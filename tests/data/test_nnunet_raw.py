@@ -278,6 +278,26 @@ def test_real_chaos_round_trip(shared_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_real_datasets_full_round_trip(shared_dir, tmp_path):
+    """Every real dataset in ../shared, whole: 612 CVC-ClinicDB pairs, 10 CHAOS volumes (and their 344 slices)."""
+    cvc = _cvc_cases(shared_dir, 612)
+    back = read_all(write_nnunet_raw(cvc, tmp_path, 111, "CVCAll", BINARY, {"0": "R", "1": "G", "2": "B"}))
+    assert len(back) == 612
+    for c in cvc:
+        assert_same(c, back[c.id], spacing=False)
+    labels = {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
+    chaos = _chaos_cases(shared_dir, 10)
+    back = read_all(write_nnunet_raw(chaos, tmp_path, 112, "CHAOSAll", labels, {"0": "MR"}))
+    for c in chaos:
+        assert_same(c, back[c.id])
+    slices = [s for c in chaos for s in c.slices()]
+    back = read_all(write_nnunet_raw(slices, tmp_path, 113, "CHAOSSlices", labels, {"0": "MR"}))
+    assert len(back) == len(slices) == 344
+    for s in slices:
+        assert_same(s, back[s.id])
+
+
+@pytest.mark.slow
 def test_nnunet_own_integrity_check_accepts_our_datasets(shared_dir, tmp_path, monkeypatch):
     """nnU-Net v2's verify_dataset_integrity raises (AssertionError/RuntimeError) on any problem it finds."""
     monkeypatch.setenv("nnUNet_raw", str(tmp_path))

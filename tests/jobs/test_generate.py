@@ -19,6 +19,7 @@ from radgan_jax.models.stylegan_xl.generator import Generator
 from radgan_jax.models.stylegan_xl.sampling import input_transform, one_hot, to_uint8, z_from_seed
 from radgan_jax.parallel.mesh import make_mesh
 from radgan_jax.tools.convert_stylegan_xl import convert
+from tests.jax_utils import jit_apply
 
 GOLDEN_FILES = ("params.npz", "config.json", "z.npy", "c.npy")
 
@@ -77,7 +78,7 @@ def test_seeds_classes_files_and_grids(golden32_ckpt: Path, tmp_path: Path):
     spec, variables, _ = generate.load_model(config)
     z = np.concatenate([z_from_seed(s, spec.z_dim) for s in (5, 6, 7)] * 2)
     np.testing.assert_array_equal(data["z"], z)
-    direct = Generator(spec).apply(variables, z, one_hot([1, 1, 1, 3, 3, 3], spec.c_dim), truncation_psi=0.7)
+    direct = jit_apply(Generator(spec), variables, z, one_hot([1, 1, 1, 3, 3, 3], spec.c_dim), truncation_psi=0.7)
     np.testing.assert_allclose(data["images"], np.asarray(direct), atol=1e-5)
     png = np.asarray(Image.open(tmp_path / "images" / "class003_seed0006.png"))
     np.testing.assert_array_equal(png, to_uint8(data["images"][4]))
@@ -97,7 +98,7 @@ def test_grayscale_random_class_and_transform(golden32_ckpt: Path, tmp_path: Pat
     files = sorted((tmp_path / "images").iterdir())
     assert [Image.open(f).mode for f in files] == ["L", "L"]
     spec, variables, _ = generate.load_model(config)
-    direct = Generator(spec).apply(variables, data["z"], one_hot(rnd, 4),
+    direct = jit_apply(Generator(spec), variables, data["z"], one_hot(rnd, 4),
                                    transform=input_transform((0.1, -0.2), 15.0))
     np.testing.assert_allclose(data["images"], np.asarray(direct), atol=1e-5)
 

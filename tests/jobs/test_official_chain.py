@@ -19,6 +19,7 @@ import pytest
 
 from radgan_jax.models.stylegan_xl.generator import Generator
 from radgan_jax.tools.convert_stylegan_xl import load_official
+from tests.jax_utils import jit_apply
 
 CHAIN = Path(__file__).resolve().parent.parent / "data" / "official_chain64"
 
@@ -66,9 +67,9 @@ def test_official_chain64_spec_ws_and_psi1():
     z, c = np.load(CHAIN / "z.npy"), np.load(CHAIN / "c.npy")
     gen = Generator(spec)
     for psi in (1.0, 0.7):
-        ws = gen.apply(variables, z, c, truncation_psi=psi, method=Generator.map)
+        ws = jit_apply(gen, variables, z, c, truncation_psi=psi, method=Generator.map)
         np.testing.assert_allclose(np.asarray(ws), np.load(CHAIN / f"ws_psi{psi}.npy"), atol=1e-5, rtol=0)
-    img = np.asarray(gen.apply(variables, z, c, truncation_psi=1.0)).transpose(0, 3, 1, 2)
+    img = np.asarray(jit_apply(gen, variables, z, c, truncation_psi=1.0)).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(img, np.load(CHAIN / "img_psi1.0.npy"), atol=1e-5, rtol=0)
 
 
@@ -88,6 +89,6 @@ def test_official_pickle_chain64(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     spec, variables = load_official(pkl)
     ref = tmp_path / "ref"
-    img = np.asarray(Generator(spec).apply(variables, np.load(ref / "z.npy"), np.load(ref / "c.npy"),
+    img = np.asarray(jit_apply(Generator(spec), variables, np.load(ref / "z.npy"), np.load(ref / "c.npy"),
                                            truncation_psi=0.7)).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(img, np.load(ref / "img_psi0.7.npy"), atol=1e-5, rtol=0)

@@ -17,6 +17,7 @@ from radgan_jax.models.stylegan_xl.layer_specs import (
 )
 from radgan_jax.models.stylegan_xl.official_names import to_official_state_dict
 from radgan_jax.models.stylegan_xl.sampling import input_transform, make_transform
+from tests.jax_utils import jit_apply
 from tests.models.golden_generator import GOLDEN_GENERATORS, load_golden_generator, nchw
 
 ATOL = 1e-5  # the golden README's suggested tolerance on ws and images
@@ -32,14 +33,15 @@ def golden(request, golden_dir):
 
 @pytest.mark.parametrize("psi", [1.0, 0.7])
 def test_ws(golden, psi):
-    ws = golden["g"].apply(golden["v"], golden["z"], golden["c"], psi, method=Generator.map)
+    ws = jit_apply(golden["g"], golden["v"], golden["z"], golden["c"], truncation_psi=psi, method=Generator.map)
     ref = np.load(golden["folder"] / f"ws_psi{psi}.npy")
     assert ws.shape == ref.shape
     np.testing.assert_allclose(ws, ref, atol=ATOL, rtol=0)
 
 
 def test_ws_truncation_cutoff(golden):
-    ws = golden["g"].apply(golden["v"], golden["z"], golden["c"], 0.7, 4, method=Generator.map)
+    ws = jit_apply(golden["g"], golden["v"], golden["z"], golden["c"], truncation_psi=0.7, truncation_cutoff=4,
+                   method=Generator.map)
     ref = np.load(golden["folder"] / "ws_psi0.7_cutoff4.npy")
     np.testing.assert_allclose(ws, ref, atol=ATOL, rtol=0)
     ws1 = np.load(golden["folder"] / "ws_psi1.0.npy")
@@ -50,7 +52,7 @@ def test_ws_truncation_cutoff(golden):
 @pytest.mark.parametrize("psi", [1.0, 0.7])
 @pytest.mark.parametrize("noise_mode", ["const", "none"])
 def test_images(golden, psi, noise_mode):
-    img = golden["g"].apply(golden["v"], golden["z"], golden["c"], psi)
+    img = jit_apply(golden["g"], golden["v"], golden["z"], golden["c"], truncation_psi=psi)
     ref = np.load(golden["folder"] / f"img_psi{psi}_{noise_mode}.npy")
     assert nchw(img).shape == ref.shape
     np.testing.assert_allclose(nchw(img), ref, atol=ATOL, rtol=0)
@@ -60,7 +62,7 @@ def test_transformed_image(golden):
     m = input_transform(translate=(0.1, -0.2), rotate=15.0)
     np.testing.assert_allclose(m, np.load(golden["folder"] / "transform_matrix.npy"), atol=1e-7)
     np.testing.assert_allclose(np.linalg.inv(m), make_transform((0.1, -0.2), 15.0), atol=1e-6)
-    img = golden["g"].apply(golden["v"], golden["z"], golden["c"], 1.0, transform=m)
+    img = jit_apply(golden["g"], golden["v"], golden["z"], golden["c"], truncation_psi=1.0, transform=m)
     np.testing.assert_allclose(nchw(img), np.load(golden["folder"] / "img_psi1.0_transform.npy"), atol=ATOL)
 
 
@@ -80,11 +82,11 @@ def test_w_avg_ema_update_is_sequential_per_sample(golden):
 def test_intermediates(golden):
     inter = np.load(golden["folder"] / "intermediates.npz")
     g, v = golden["g"], golden["v"]
-    ws, mstate = g.apply(v, golden["z"], golden["c"], method=Generator.map, mutable=["intermediates"])
-    img, sstate = g.apply(v, ws, method=Generator.synthesize, mutable=["intermediates"])
+    ws, mstate = jit_apply(g, v, golden["z"], golden["c"], method=Generator.map, mutable=["intermediates"])
+    img, sstate = jit_apply(g, v, ws, method=Generator.synthesize, mutable=["intermediates"])
     mapping = mstate["intermediates"]["mapping"]
     synthesis = sstate["intermediates"]["synthesis"]
-    _, feats = g.apply(v, ws, return_features=True, method=Generator.synthesize)
+    _, feats = jit_apply(g, v, ws, return_features=True, method=Generator.synthesize)
     checked = 0
     for key in inter.files:
         ref = inter[key]

@@ -9,6 +9,7 @@ import pytest
 from radgan_jax.models.stylegan_xl.generator import Generator, init_generator, stem_generator_spec
 from radgan_jax.models.stylegan_xl.layer_specs import head_layer_names, layer_specs_equal
 from radgan_jax.models.stylegan_xl.superres import grow_generator, reinit_stem, superres_spec, trainable_mask
+from tests.jax_utils import jit_apply
 from tests.models.golden_generator import load_golden_generator, nchw
 
 
@@ -49,7 +50,7 @@ def test_grow_16_to_32_matches_official_superres(golden16_32, golden_dir):
             grown[col]["synthesis"][h] = v32[col]["synthesis"][h]
     folder = golden_dir / "stylegan_xl_32"
     z, c = np.load(folder / "z.npy"), np.load(folder / "c.npy")
-    img = Generator(spec).apply(grown, z, c, 0.7)
+    img = jit_apply(Generator(spec), grown, z, c, truncation_psi=0.7)
     np.testing.assert_allclose(nchw(img), np.load(folder / "img_psi0.7_const.npy"), atol=1e-5, rtol=0)
 
 
@@ -84,7 +85,7 @@ def test_chain_16_32_64_official_naming():
     assert s64.num_ws == len(names) + 1 and s64.img_resolution == 64
     v = init_generator(s64, jax.random.key(0))
     z = np.random.RandomState(0).randn(2, 8).astype(np.float32)
-    img = Generator(s64).apply(v, z, np.eye(3, dtype=np.float32)[[0, 2]])
+    img = jit_apply(Generator(s64), v, z, np.eye(3, dtype=np.float32)[[0, 2]])
     assert img.shape == (2, 64, 64, 3) and np.isfinite(np.asarray(img)).all()
 
 

@@ -14,6 +14,7 @@ import pytest
 from radgan_jax.checkpoint import load_generator
 from radgan_jax.models.stylegan_xl.generator import Generator
 from radgan_jax.tools.convert_stylegan_xl import ConversionError, convert, main
+from tests.jax_utils import jit_apply
 
 
 class _Payload:
@@ -33,7 +34,7 @@ def test_npz_conversion_round_trip(golden_dir: Path, tmp_path: Path):
     assert spec2 == spec and spec.img_resolution == 16 and spec.c_dim == 4
     assert meta["source"].endswith("params.npz") and len(meta["source_sha256"]) == 64
     z, c = np.load(src / "z.npy"), np.load(src / "c.npy")
-    img = np.asarray(Generator(spec2).apply(variables, z, c)).transpose(0, 3, 1, 2)
+    img = np.asarray(jit_apply(Generator(spec2), variables, z, c)).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(img, np.load(src / "img_psi1.0_const.npy"), atol=1e-5)
 
 

@@ -63,8 +63,12 @@ def _golden(name: str) -> Path:
 
 @contextlib.contextmanager
 def temp_modules(*names: str) -> Iterator[dict[str, types.ModuleType]]:
-    """Empty modules registered in sys.modules (with parent links) only inside the block."""
-    assert not any(n in sys.modules for n in names), f"one of {names} is really imported in this process"
+    """Empty modules registered in sys.modules (with parent links) only inside the block.
+
+    A real module of the same name (e.g. `dill`, which some libraries import when it is installed) is set
+    aside for the block and put back afterwards, so the test pickles refer to the stand-ins only.
+    """
+    saved = {n: sys.modules.pop(n) for n in names if n in sys.modules}
     mods = {n: types.ModuleType(n) for n in names}
     for n, m in mods.items():
         if "." in n:
@@ -76,6 +80,7 @@ def temp_modules(*names: str) -> Iterator[dict[str, types.ModuleType]]:
     finally:
         for n in names:
             sys.modules.pop(n, None)
+        sys.modules.update(saved)
 
 
 def export(module: types.ModuleType, obj: Any, name: str | None = None) -> Any:
