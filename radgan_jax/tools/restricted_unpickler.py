@@ -27,6 +27,7 @@ import io
 import pickle
 import struct
 import warnings
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -469,10 +470,12 @@ class _RestrictedUnpickler(pickle._Unpickler):  # pure-Python unpickler: its opc
         return GlobalRef("types", str(name), allowed=False)
 
 
-def load_restricted(file: BinaryIO, source: str, strict: bool = True) -> Any:
+def load_restricted(file: BinaryIO, source: str, strict: bool = True,
+                    pid_loader: Callable[[Any], Any] | None = None) -> Any:
     """Unpickle ``file`` (named ``source`` in errors) with the restricted unpickler. Raises
-    :class:`UnsafePickleError` or :class:`PickleFormatError`, never a bare error from pickle's internals."""
-    unpickler = _RestrictedUnpickler(file, source, strict)
+    :class:`UnsafePickleError` or :class:`PickleFormatError`, never a bare error from pickle's internals.
+    ``pid_loader`` serves persistent ids (torch's zip/legacy storages)."""
+    unpickler = _RestrictedUnpickler(file, source, strict, pid_loader)
     try:
         obj = unpickler.load()
     except (UnsafePickleError, PickleFormatError):

@@ -29,43 +29,12 @@ import numpy as np
 
 from radgan_jax.data.base import DataError
 from radgan_jax.models.stylegan_xl.fully_connected import FullyConnected
+from radgan_jax.ops.batch_norm import TorchBatchNorm
 from radgan_jax.ops.spectral_norm import SpectralNormConv
 
 # pg_modules/discriminator.py: channel width per spatial size
 NFC_MIDAS = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 64, 256: 32, 512: 16, 1024: 8}
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # torch.nn.BatchNorm2d defaults
-
-
-class BatchNorm(nn.Module):
-    """torch BatchNorm2d on NHWC: biased variance to normalise, unbiased variance in the running update."""
-
-    axis_name: str | None = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,))
-        bias = self.param("bias", nn.initializers.zeros, (c,))
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        count = self.variable("batch_stats", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32))
-        if train:
-            xf = x.astype(jnp.float32)
-            mean = jnp.mean(xf, axis=(0, 1, 2))
-            var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
-            if not self.is_initializing():
-                n = x.shape[0] * x.shape[1] * x.shape[2]
-                new_mean = (1 - BN_MOMENTUM) * ra_mean.value + BN_MOMENTUM * mean
-                new_var = (1 - BN_MOMENTUM) * ra_var.value + BN_MOMENTUM * var * (n / max(n - 1, 1))
-                if self.axis_name is not None:
-                    new_mean = jax.lax.pmean(new_mean, self.axis_name)
-                    new_var = jax.lax.pmean(new_var, self.axis_name)
-                ra_mean.value, ra_var.value = new_mean, new_var
-                count.value = count.value + 1
-        else:
-            mean, var = ra_mean.value, ra_var.value
-        y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + BN_EPS).astype(x.dtype)
-        return y * scale.astype(x.dtype) + bias.astype(x.dtype)
 
 
 class DownBlock(nn.Module):
@@ -75,7 +44,7 @@ class DownBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = SpectralNormConv(self.features, 4, stride=2, padding=1, use_bias=True, name="conv")(x, train)
-        x = BatchNorm(self.bn_axis_name, name="bn")(x, train)
+        x = TorchBatchNorm(BN_EPS, BN_MOMENTUM, self.bn_axis_name, track_count=True, name="bn")(x, train)
         return jnp.where(x >= 0, x, 0.2 * x)
 
 
