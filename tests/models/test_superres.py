@@ -59,7 +59,10 @@ def test_trainable_mask_and_reinit_stem(golden16_32):
     spec, grown = grow_generator(g16.spec, v16, jax.random.key(2))
     mask = _leaves(trainable_mask(spec, grown["params"], head_only=True))
     heads = set(head_layer_names(g16.spec.synthesis, spec.synthesis))
-    for k, m in mask.items():
+    for k, m in mask.items():  # the head, and the Fourier input (as the original's train_head_only leaves it)
+        assert bool(m) == (any(f"['{h}']" in k for h in heads) or "['synthesis']['input']" in k), k
+    frozen_input = _leaves(trainable_mask(spec, grown["params"], head_only=True, train_input=False))
+    for k, m in frozen_input.items():
         assert bool(m) == any(f"['{h}']" in k for h in heads), k
     assert all(_leaves(trainable_mask(g16.spec, v16["params"], head_only=True)).values())
     # A "trained" copy whose stem drifted gets the stem back from the previous stage.

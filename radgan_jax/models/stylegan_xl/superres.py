@@ -62,20 +62,24 @@ def reinit_stem(variables: dict[str, Any], prev_spec: GeneratorSpec, prev_variab
     return _copy_frozen(variables, prev_variables, prev_spec, spec)
 
 
-def trainable_mask(spec: GeneratorSpec, params: dict[str, Any], head_only: bool) -> dict[str, Any]:
+def trainable_mask(spec: GeneratorSpec, params: dict[str, Any], head_only: bool, train_input: bool = True
+                   ) -> dict[str, Any]:
     """Pytree of bools over `params`: True for leaves the optimizer updates.
 
-    A stem stage trains everything; a superres stage (head_only) trains only the layers its last growth
-    step added (`stages[-1]`), i.e. every layer after the last surviving stem layer.
+    A stem stage trains everything. A superres stage (head_only) trains the layers its last growth step added
+    (`stages[-1]`) and, by default, the Fourier-feature input: the original's `train_head_only`
+    (training/loss.py, Gmain) freezes `mapping` and every layer in `synthesis.layer_names` except the head, but
+    `synthesis.input` is not in `layer_names` and keeps the `requires_grad_(True)` of training_loop.py, so it
+    trains. `train_input=False` freezes it too.
     """
     stages = spec.synthesis.stages
     if not head_only or not stages or stages[-1][1] == 0:
         return jax.tree.map(lambda _: True, params)
-    head = set(_last_stage_heads(spec))
+    trainable = set(_last_stage_heads(spec)) | ({"input"} if train_input else set())
 
     def mark(path, _):
         names = [getattr(p, "key", None) for p in path]
-        return len(names) >= 2 and names[0] == "synthesis" and names[1] in head
+        return len(names) >= 2 and names[0] == "synthesis" and names[1] in trainable
 
     return jax.tree_util.tree_map_with_path(mark, params)
 
