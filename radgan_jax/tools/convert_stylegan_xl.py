@@ -15,7 +15,6 @@ so `radgan_jax.main --config=configs/generate.py --config.checkpoint=CKPT_DIR` n
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -27,18 +26,11 @@ import numpy as np
 from radgan_jax.models.stylegan_xl.generator import GeneratorSpec
 from radgan_jax.models.stylegan_xl.official_names import from_official_state_dict
 from radgan_jax.models.stylegan_xl.official_spec import arch_from_official_config, spec_from_arch
+from radgan_jax.tools.files import sha256_file
 
 
 class ConversionError(Exception):
     """A source file that cannot be converted; the message names the file and the problem."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_npz(src: Path, config_path: Path | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -138,7 +130,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, config: str | os.Pat
 
     spec, variables = load_official(src, config)
     save_generator(out, variables, spec, step=0,
-                   extra_metadata={"source": str(Path(src).resolve()), "source_sha256": _sha256(Path(src))})
+                   extra_metadata={"source": str(Path(src).resolve()), "source_sha256": sha256_file(Path(src))})
     return spec
 
 
