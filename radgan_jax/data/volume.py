@@ -125,6 +125,18 @@ def integer_labels(array: np.ndarray, path: Path, valid: Sequence[int]) -> np.nd
     return labels
 
 
+LABEL_MAPS = ("paper", "original")
+
+
+def choose_label_map(reader: str, label_map: str, paper: tuple[dict[int, str], dict[int, int]],
+                     original: dict[int, str]) -> tuple[dict[int, str], dict[int, int] | None]:
+    """(declared label names, remapping or None) for a reader's `label_map` option: 'paper' (RadImageGAN's
+    liver/kidney task: `paper` = (names, original value -> paper value)) or 'original' (values kept)."""
+    if label_map not in LABEL_MAPS:
+        raise ValueError(f"{reader}: unknown label_map {label_map!r}; valid: {', '.join(LABEL_MAPS)}")
+    return paper if label_map == "paper" else (original, None)
+
+
 def remap(labels: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
     """Relabel with a lookup table (values missing from `mapping` -> 0) as uint8. `labels` must be >= 0."""
     size = max(int(labels.max(initial=0)), max(mapping, default=0)) + 1

@@ -10,7 +10,7 @@ import numpy as np
 
 from radgan_jax.data.base import Case, DataError, Item, Reader
 from radgan_jax.data.io import is_nifti_file
-from radgan_jax.data.volume import image_array, load_nifti_pair, remap
+from radgan_jax.data.volume import choose_label_map, image_array, load_nifti_pair, remap
 
 # Label values of the BTCV abdomen release (Synapse syn3193805 wiki; Landman et al., MICCAI 2015 challenge).
 ORIGINAL_LABELS = {0: "background", 1: "spleen", 2: "right_kidney", 3: "left_kidney", 4: "gallbladder",
@@ -20,7 +20,6 @@ ORIGINAL_LABELS = {0: "background", 1: "spleen", 2: "right_kidney", 3: "left_kid
 # RadImageGAN segments liver and kidney on BTCV: liver = 6, right + left kidney (2, 3) merged, the rest background.
 PAPER_LABELS = {0: "background", 1: "liver", 2: "kidney"}
 PAPER_MAP = {6: 1, 2: 2, 3: 2}
-LABEL_MAPS = ("paper", "original")
 
 _IMG = re.compile(r"^img(\d+)\.nii(\.gz)?$", re.IGNORECASE)
 _LBL = re.compile(r"^label(\d+)\.nii(\.gz)?$", re.IGNORECASE)
@@ -85,10 +84,9 @@ class BTCVReader(Reader):
 
     def __init__(self, root: str | Path, label_map: str = "paper", **options: Any):
         super().__init__(root, label_map=label_map, **options)
-        if label_map not in LABEL_MAPS:
-            raise ValueError(f"btcv: unknown label_map {label_map!r}; valid: {', '.join(LABEL_MAPS)}")
         self.label_map = label_map
-        self.label_names = PAPER_LABELS if label_map == "paper" else ORIGINAL_LABELS
+        self.label_names, self._mapping = choose_label_map(self.name, label_map, (PAPER_LABELS, PAPER_MAP),
+                                                           ORIGINAL_LABELS)
         training = _training_dir(self.root)
         if training is None:
             raise DataError(self.root, "not a BTCV layout: expected RawData/Training/img/img0001.nii.gz and "
@@ -118,7 +116,7 @@ class BTCVReader(Reader):
     def load(self, item: Item) -> Case:
         image_path, label_path = item.files
         image, labels = load_nifti_pair(image_path, label_path, range(len(ORIGINAL_LABELS)))
-        mask = remap(labels, PAPER_MAP) if self.label_map == "paper" else labels.astype(np.uint8)
+        mask = remap(labels, self._mapping) if self._mapping is not None else labels.astype(np.uint8)
         self.check_mask_values(mask, label_path)
         meta = {"spatial_dims": 3, "patient_id": item.group, "source_files": [str(image_path), str(label_path)],
                 "orientation": "".join(image.source_axcodes), "label_map": self.label_map}

@@ -11,6 +11,7 @@ import numpy as np
 from radgan_jax.data.base import Case, DataError, Item, Reader
 from radgan_jax.data.io import read_dicom, read_image
 from radgan_jax.data.volume import (
+    choose_label_map,
     dicom_pixels,
     dicom_slice_order,
     dicom_spacing,
@@ -25,7 +26,6 @@ ORIGINAL_LABELS = {0: "background", 1: "liver", 2: "right_kidney", 3: "left_kidn
 # RadImageGAN's CHAOS-MRI task: liver and kidney (right + left merged); spleen unused -> background.
 PAPER_LABELS = {0: "background", 1: "liver", 2: "kidney"}
 PAPER_MAP = {1: 1, 2: 2, 3: 2}
-LABEL_MAPS = ("paper", "original")
 
 # Ground/*.png grey levels (CHAOS data page, chaos.grand-challenge.org/Data): liver 63, right kidney 126,
 # left kidney 189, spleen 252; the challenge reads them by these inclusive ranges: 55-70, 110-135, 175-200, 240-255.
@@ -33,9 +33,7 @@ GREY_RANGES = ((55, 70, 1), (110, 135, 2), (175, 200, 3), (240, 255, 4))
 
 
 def _label_map(label_map: str, name: str) -> tuple[dict[int, str], dict[int, int] | None]:
-    if label_map not in LABEL_MAPS:
-        raise ValueError(f"{name}: unknown label_map {label_map!r}; valid: {', '.join(LABEL_MAPS)}")
-    return (PAPER_LABELS, PAPER_MAP) if label_map == "paper" else (ORIGINAL_LABELS, None)
+    return choose_label_map(name, label_map, (PAPER_LABELS, PAPER_MAP), ORIGINAL_LABELS)
 
 
 def _case(item: Item, image: np.ndarray, labels: np.ndarray, spacing: tuple[float, ...], reader: Reader,
