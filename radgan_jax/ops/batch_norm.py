@@ -7,6 +7,9 @@ is far outside the reference tolerances (e.g. 64/63 at the 8x8 maps of Efficient
 axis but the last: under `jax.jit` with a batch-sharded input that is the mean over the GLOBAL batch
 (mesh-invariant). `axis_name` (inside shard_map/pmap) keeps per-device statistics like the original's DDP and
 averages only the running-stat update across devices.
+`group_size` gets the same per-GPU statistics without shard_map, and independent of the mesh: the batch is cut
+into consecutive groups of `group_size` rows (the original's `batch_gpu`), each normalised by its own
+statistics ("ghost" batch norm), and the running statistics move by the mean of the groups' updates.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class TorchBatchNorm(nn.Module):
     momentum: float = 0.1
     axis_name: str | None = None
     track_count: bool = False  # keep torch's num_batches_tracked (needed to round-trip official states)
+    group_size: int = 0  # >0: statistics per group of this many rows (see module docstring); 0: whole batch
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -32,22 +36,35 @@ class TorchBatchNorm(nn.Module):
         count = (self.variable("batch_stats", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32))
                  if self.track_count else None)
         if train:
-            axes = tuple(range(x.ndim - 1))
             xf = x.astype(jnp.float32)
-            mean = jnp.mean(xf, axes)
-            var = jnp.mean(jnp.square(xf - mean), axes)
+            groups = self._num_groups(x.shape[0])
+            xg = xf.reshape((groups, x.shape[0] // groups) + x.shape[1:])
+            axes = tuple(range(1, xg.ndim - 1))
+            mean = jnp.mean(xg, axes)  # (groups, c)
+            var = jnp.mean(jnp.square(xg - mean.reshape((groups,) + (1,) * (xg.ndim - 2) + (c,))), axes)
             if not self.is_initializing():
-                n = x.size // c
+                n = xg[0].size // c
                 m = self.momentum
-                new_mean = (1 - m) * ra_mean.value + m * mean
-                new_var = (1 - m) * ra_var.value + m * var * (n / max(n - 1, 1))
+                new_mean = (1 - m) * ra_mean.value + m * jnp.mean(mean, 0)
+                new_var = (1 - m) * ra_var.value + m * jnp.mean(var, 0) * (n / max(n - 1, 1))
                 if self.axis_name is not None:
                     new_mean = jax.lax.pmean(new_mean, self.axis_name)
                     new_var = jax.lax.pmean(new_var, self.axis_name)
                 ra_mean.value, ra_var.value = new_mean, new_var
                 if count is not None:
                     count.value = count.value + 1
-        else:
-            mean, var = ra_mean.value, ra_var.value
+            inv = jax.lax.rsqrt(var + self.epsilon)
+            bshape = (groups,) + (1,) * (xg.ndim - 2) + (c,)
+            y = (xg - mean.reshape(bshape)) * inv.reshape(bshape)
+            y = y.reshape(x.shape).astype(x.dtype)
+            return y * scale.astype(x.dtype) + bias.astype(x.dtype)
+        mean, var = ra_mean.value, ra_var.value
         y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + self.epsilon).astype(x.dtype)
         return y * scale.astype(x.dtype) + bias.astype(x.dtype)
+
+    def _num_groups(self, n: int) -> int:
+        if self.group_size <= 0 or self.group_size >= n:
+            return 1
+        if n % self.group_size:
+            raise ValueError(f"TorchBatchNorm: batch of {n} rows does not split into groups of {self.group_size}")
+        return n // self.group_size

@@ -64,6 +64,7 @@ class ProjectedDiscriminator(nn.Module):
     num_discs: int = 4
     ndf: int | None = None
     per_device_bn_axis_name: str | None = None
+    bn_group_size: int = 0  # >0: per-GPU BatchNorm statistics over groups of this many rows (original's batch_gpu)
 
     @nn.compact
     def __call__(self, x: jax.Array, c: jax.Array, *, train: bool = False, key: jax.Array | None = None,
@@ -83,7 +84,8 @@ class ProjectedDiscriminator(nn.Module):
             _, proj = Projector(channels_in, self.cout, self.expand, self.proj_type, name=f"{bb}_scratch")(taps)
             channels = [p.shape[-1] for p in proj]
             disc = MultiScaleD(channels, head_resolutions(self.proj_type), self.num_discs, self.ndf,
-                               per_device_bn_axis_name=self.per_device_bn_axis_name, name=f"{bb}_disc")
+                               per_device_bn_axis_name=self.per_device_bn_axis_name,
+                               bn_group_size=self.bn_group_size, name=f"{bb}_disc")
             logits.append(disc(proj, c, train))
             features[bb] = {"taps": taps, "proj": proj}
         return (logits, features) if return_features else logits

@@ -14,7 +14,8 @@ BatchNorm batch statistics: by default a plain mean over (N, H, W). Under `jax.j
 input this is the mean over the GLOBAL batch (XLA inserts the all-reduce). Set `per_device_bn_axis_name` when
 the model runs inside `shard_map`/`pmap` over that axis and you want the official DDP behaviour instead
 (per-GPU BatchNorm2d statistics): batch stats then stay local to each device, and the running-stat updates are
-averaged over the axis so replicas keep one state (the official keeps rank 0's copy).
+averaged over the axis so replicas keep one state (the official keeps rank 0's copy). `bn_group_size` gives the
+same per-GPU statistics under plain jit: groups of that many rows (the original's batch_gpu), whatever the mesh.
 Layout: NHWC.
 """
 
@@ -40,11 +41,13 @@ BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # torch.nn.BatchNorm2d defaults
 class DownBlock(nn.Module):
     features: int
     bn_axis_name: str | None = None
+    bn_group_size: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = SpectralNormConv(self.features, 4, stride=2, padding=1, use_bias=True, name="conv")(x, train)
-        x = TorchBatchNorm(BN_EPS, BN_MOMENTUM, self.bn_axis_name, track_count=True, name="bn")(x, train)
+        x = TorchBatchNorm(BN_EPS, BN_MOMENTUM, self.bn_axis_name, track_count=True,
+                           group_size=self.bn_group_size, name="bn")(x, train)
         return jnp.where(x >= 0, x, 0.2 * x)
 
 
@@ -71,6 +74,7 @@ class SingleDiscCond(nn.Module):
     num_embeddings: int = 1000  # ImageNet table rows; classes use rows 0..c_dim-1 (c.argmax)
     embedding_dim: int = 320
     bn_axis_name: str | None = None
+    bn_group_size: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, c: jax.Array, train: bool = False) -> jax.Array:
@@ -78,7 +82,7 @@ class SingleDiscCond(nn.Module):
         if x.shape[-1] != chain[0]:
             raise ValueError(f"mini disc expects {chain[0]} input channels, got shape {tuple(x.shape)}")
         for j, width in enumerate(chain[1:]):
-            x = DownBlock(width, self.bn_axis_name, name=f"main_{j}")(x, train)
+            x = DownBlock(width, self.bn_axis_name, self.bn_group_size, name=f"main_{j}")(x, train)
         out = SpectralNormConv(self.cmap_dim, 4, use_bias=False, name="cls")(x, train)
         # torch Embedding default init N(0, 1); real runs load the pretrained table (heads_variables_from_official)
         table = self.param("embed", nn.initializers.normal(1.0), (self.num_embeddings, self.embedding_dim))
@@ -100,6 +104,7 @@ class MultiScaleD(nn.Module):
     end_sz: int = 8
     cmap_dim: int = 64
     per_device_bn_axis_name: str | None = None
+    bn_group_size: int = 0
 
     @nn.compact
     def __call__(self, features: Sequence[jax.Array], c: jax.Array, train: bool = False) -> jax.Array:
@@ -108,7 +113,8 @@ class MultiScaleD(nn.Module):
         logits = []
         for k, (cin, res) in enumerate(zip(self.channels[:self.num_discs], self.resolutions[:self.num_discs])):
             disc = SingleDiscCond(cin, res, self.end_sz, self.ndf, self.cmap_dim,
-                                  bn_axis_name=self.per_device_bn_axis_name, name=f"mini_discs_{k}")
+                                  bn_axis_name=self.per_device_bn_axis_name, bn_group_size=self.bn_group_size,
+                                  name=f"mini_discs_{k}")
             out = disc(features[k], c, train)
             logits.append(out.reshape(out.shape[0], -1))
         return jnp.concatenate(logits, axis=1)
