@@ -54,7 +54,8 @@ def make_discriminator(dcfg: Any, resolution: int) -> pd.ProjectedDiscriminator:
     return pd.ProjectedDiscriminator(
         backbones=backbones, diffaug=bool(dcfg.diffaug), diffaug_policy=str(dcfg.diffaug_policy),
         interp224=interp224(dcfg.interp224, resolution), cout=int(dcfg.cout), expand=bool(dcfg.expand),
-        proj_type=int(dcfg.proj_type), num_discs=int(dcfg.num_discs), bn_group_size=int(dcfg.bn_group_size))
+        proj_type=int(dcfg.proj_type), num_discs=int(dcfg.num_discs), bn_group_size=int(dcfg.bn_group_size),
+        input_size=int(dcfg.input_size), projector_im_res=int(dcfg.projector_im_res))
 
 
 def _weights_source(dcfg: Any, backbone: str) -> str:

@@ -48,8 +48,8 @@ def feature_network(backbone: str, name: str | None = None) -> nn.Module:
     raise ValueError(f"unknown backbone {backbone!r}; valid: tf_efficientnet_lite0..4, {', '.join(deit.VIT_BACKBONES)}")
 
 
-def head_resolutions(proj_type: int) -> list[int]:
-    base = [PROJECTOR_IM_RES // 4, PROJECTOR_IM_RES // 8, PROJECTOR_IM_RES // 16, PROJECTOR_IM_RES // 32]
+def head_resolutions(proj_type: int, im_res: int = PROJECTOR_IM_RES) -> list[int]:
+    base = [im_res // 4, im_res // 8, im_res // 16, im_res // 32]
     return [2 * r for r in base] if proj_type == 2 else base  # the CSM upsamples x2
 
 
@@ -64,6 +64,8 @@ class ProjectedDiscriminator(nn.Module):
     num_discs: int = 4
     ndf: int | None = None
     per_device_bn_axis_name: str | None = None
+    input_size: int = 224  # interp224's target size for CNN backbones (the original: always 224)
+    projector_im_res: int = PROJECTOR_IM_RES  # heads are built for this input size (the original: always 256)
     bn_group_size: int = 0  # >0: per-GPU BatchNorm statistics over groups of this many rows (original's batch_gpu)
 
     @nn.compact
@@ -78,12 +80,12 @@ class ProjectedDiscriminator(nn.Module):
         logits, features = [], {}
         for bb, k in zip(self.backbones, keys):
             x_aug = diff_augment(x, k, self.diffaug_policy) if augment else x
-            x_n = preprocess_for_backbone(x_aug, bb, self.interp224)
+            x_n = preprocess_for_backbone(x_aug, bb, self.interp224, self.input_size)
             taps = list(feature_network(bb, name=f"{bb}_pretrained")(x_n))  # always eval mode (frozen)
             channels_in = [t.shape[-1] for t in taps]
             _, proj = Projector(channels_in, self.cout, self.expand, self.proj_type, name=f"{bb}_scratch")(taps)
             channels = [p.shape[-1] for p in proj]
-            disc = MultiScaleD(channels, head_resolutions(self.proj_type), self.num_discs, self.ndf,
+            disc = MultiScaleD(channels, head_resolutions(self.proj_type, self.projector_im_res), self.num_discs, self.ndf,
                                per_device_bn_axis_name=self.per_device_bn_axis_name,
                                bn_group_size=self.bn_group_size, name=f"{bb}_disc")
             logits.append(disc(proj, c, train))

@@ -70,11 +70,16 @@ def bilinear_resize(x: jax.Array, size: Sequence[int], align_corners: bool,
     return jnp.einsum("pw,nowc->nopc", mw, y, precision=hi)
 
 
-def preprocess_for_backbone(x: jax.Array, backbone: str, interp224: bool = True) -> jax.Array:
-    """NHWC images in [-1, 1] (already augmented) -> the feature network's NHWC input."""
+def preprocess_for_backbone(x: jax.Array, backbone: str, interp224: bool = True, input_size: int = BACKBONE_RES
+                            ) -> jax.Array:
+    """NHWC images in [-1, 1] (already augmented) -> the feature network's NHWC input.
+
+    `input_size` replaces the original's fixed 224 of `interp224` (CNN backbones only; ViTs always see 224):
+    small-budget runs (the CPU quickstart) feed EfficientNet 64 px inputs, 12x cheaper."""
     mean, std = backbone_normstats(backbone)
     x = (x + 1) / 2
     x = (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
-    if interp224 or backbone in VITS:
-        x = bilinear_resize(x, (BACKBONE_RES, BACKBONE_RES), align_corners=False)
+    size = BACKBONE_RES if backbone in VITS else int(input_size)
+    if (interp224 or backbone in VITS) and (x.shape[1], x.shape[2]) != (size, size):
+        x = bilinear_resize(x, (size, size), align_corners=False)
     return x
