@@ -5,7 +5,7 @@
 
 The arg picks the stage (16, 32, 64, 128, 256, 512). Paper setting: syn_layers 10, head_layers 7, train.py
 channel defaults; batch 2048 at 16/32 and 256 above; x-flip on except at 512.
-Until GAN training lands, the default mode is `summary` (layer table + parameter counts of the stage).
+`--config.mode=summary` prints the layer table and parameter counts of the stage instead of training.
 """
 
 from radgan_jax.configs_common import gan_stage_config

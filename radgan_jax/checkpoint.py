@@ -12,8 +12,8 @@ Guarantees:
   * Typed PRNG keys (`jax.random.key`) round-trip: they are stored as `jax.random.key_data` (uint32) and
     re-wrapped with their implementation on restore (recorded under 'prng_keys'). A restored key is a
     jax.Array even when the rest of the item is restored as numpy.
-  * With `best_metric`, up to `max_to_keep` best checkpoints are kept *plus the latest*, so resuming
-    always works; `best_step()` picks by the metric.
+  * With `best_metric`, up to `max_to_keep` best checkpoints are kept *plus the `keep_latest` newest*, so
+    resuming always works; `best_step()` picks by the metric.
   * Async saves (default): `save` returns after device->host copy; files are written in the background.
     Don't mutate numpy buffers passed to `save` until `wait()`. `restore` waits for pending saves.
 
@@ -114,6 +114,7 @@ class Checkpointer:
         best_metric: str | None = None,
         best_mode: str = "min",
         async_save: bool = True,
+        keep_latest: int = 1,
     ) -> None:
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
@@ -127,7 +128,7 @@ class Checkpointer:
         policy: Any = None  # None: keep everything
         if max_to_keep is not None and best_fn is not None:
             policy = policies.AnyPreservationPolicy([
-                policies.LatestN(n=1),  # never delete the checkpoint a restart resumes from
+                policies.LatestN(n=keep_latest),  # never delete the checkpoint a restart resumes from
                 policies.BestN(get_metric_fn=best_fn, reverse=best_mode == "min", n=max_to_keep),
             ])
         elif max_to_keep is not None:

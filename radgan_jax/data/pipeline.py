@@ -60,6 +60,7 @@ class GanDatasetInfo:
     xflip: bool
     modality: str = "auto"
     window: tuple[float, float] | None = None
+    label_counts: tuple[int, ...] | None = None  # images per class (None: a dataset built before they were kept)
 
 
 def _find_dataset(data_dir: Path, resolution: int) -> Path:
@@ -103,7 +104,9 @@ def make_gan_source(data_dir: str | Path, resolution: int) -> tuple[Any, GanData
     info = GanDatasetInfo(path=path, name=str(meta.get("name", builder.name)), resolution=int(meta["resolution"]),
                           num_records=len(source), class_names=tuple(meta.get("class_names", ())),
                           xflip=bool(meta.get("xflip", False)), modality=str(meta.get("modality", "auto")),
-                          window=None if window is None else (float(window[0]), float(window[1])))
+                          window=None if window is None else (float(window[0]), float(window[1])),
+                          label_counts=tuple(int(n) for n in meta["label_counts"]) if meta.get("label_counts")
+                          else None)
     return source, info
 
 

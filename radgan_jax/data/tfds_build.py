@@ -187,6 +187,7 @@ def build_gan_datasets(
     writers = {r: _ShardedWriter(tmp[r] / VERSION, dataset_name(name, r)) for r in res}
     try:
         seen: set[str] = set()
+        label_counts = [0] * len(class_names)  # the GAN draws fake classes with these frequencies
         total = len(cases) if hasattr(cases, "__len__") else None
         bar = tqdm(_flat_cases(cases), total=total, unit="img", desc=f"GAN dataset {name} {res} px",
                    disable=not progress)
@@ -205,6 +206,7 @@ def build_gan_datasets(
                     raise DataError(path, f"case {case.id!r} has label {case.label}, outside the "
                                           f"{len(class_names)} class_names", "label_values")
                 label = int(case.label)
+                label_counts[label] += 1
             for r in res:
                 try:
                     img = np.asarray(gan_preprocess(case.image, r, modality=modality, window=window))
@@ -222,7 +224,8 @@ def build_gan_datasets(
             writers[r].close()
             meta = dict(format=FORMAT, format_version=FORMAT_VERSION, name=name, resolution=r, xflip=bool(xflip),
                         class_names=class_names, num_records=sum(writers[r].shard_lengths),
-                        modality=modality, window=None if window is None else [float(w) for w in window])
+                        modality=modality, window=None if window is None else [float(w) for w in window],
+                        label_counts=label_counts)
             split = tfds.core.SplitInfo(name=SPLIT, shard_lengths=writers[r].shard_lengths,
                                         num_bytes=writers[r].num_bytes)
             description = (f"{name} at {r}x{r} px for StyleGAN-XL training (radgan_jax). "

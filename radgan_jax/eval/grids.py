@@ -17,6 +17,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
         raise ValueError(f"{path}: expected uint8 pixels, got {image.dtype}")
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     Image.fromarray(image, "L" if image.ndim == 2 else "RGB").save(path)
 
 

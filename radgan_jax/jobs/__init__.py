@@ -25,6 +25,7 @@ _MODULES: dict[str, str] = {
     "generate": "radgan_jax.jobs.generate",
     "print_config": "radgan_jax.jobs.print_config",
     "summary": "radgan_jax.jobs.summary",
+    "train_gan": "radgan_jax.jobs.train_gan",
 }
 
 # Functions registered with @register (filled as job modules are imported).

@@ -85,7 +85,8 @@ class ProjectedDiscriminator(nn.Module):
             channels_in = [t.shape[-1] for t in taps]
             _, proj = Projector(channels_in, self.cout, self.expand, self.proj_type, name=f"{bb}_scratch")(taps)
             channels = [p.shape[-1] for p in proj]
-            disc = MultiScaleD(channels, head_resolutions(self.proj_type, self.projector_im_res), self.num_discs, self.ndf,
+            disc = MultiScaleD(channels, head_resolutions(self.proj_type, self.projector_im_res), self.num_discs,
+                               self.ndf,
                                per_device_bn_axis_name=self.per_device_bn_axis_name,
                                bn_group_size=self.bn_group_size, name=f"{bb}_disc")
             logits.append(disc(proj, c, train))
