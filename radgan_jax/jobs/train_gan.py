@@ -222,7 +222,8 @@ def run(config: Any, workdir: str) -> None:
         step, cur_nimg = step + 1, cur_nimg + batch_size
         reporter.update_progress(cur_nimg / 1000)
         done = cur_nimg >= total_nimg
-        if not done and cur_nimg < tick_nimg + tick_every:
+        ckpt_due = done or cur_nimg // ckpt_every > (cur_nimg - batch_size) // ckpt_every
+        if not (done or ckpt_due or cur_nimg >= tick_nimg + tick_every):
             continue
         scalars = {k: float(np.mean([float(x[k]) for x in pending if k in x]))
                    for k in sorted(set().union(*pending))}
@@ -240,7 +241,7 @@ def run(config: Any, workdir: str) -> None:
         pending, tick_nimg, tick_time = [], cur_nimg, now
         if s_cfg.every_ticks and (meta["tick"] % int(s_cfg.every_ticks) == 0 or done):
             save_samples(cur_nimg / 1000)
-        if done or (cur_nimg // ckpt_every) != ((cur_nimg - batch_size) // ckpt_every):
+        if ckpt_due:
             checkpoint(with_metrics=True)
     ckpt.wait()
     ckpt.close()

@@ -76,12 +76,10 @@ def resolve_gan_dataset(config: Any, workdir: str | Path) -> tuple[Path, GanData
     else:
         raise ValueError("set --config.data.path=DIR (a GAN dataset or any dataset the data layer reads) or "
                          "--config.data.builtin=phantoms")
-    if not _is_gan_dataset(built, res):
-        if jax.process_index() == 0:
-            logging.info("converting %s into the %d px GAN dataset under %s (once; reused on restart)", raw, res,
-                         built)
-            _convert(raw, data_root, data_cfg, res, xflip=False)
-        _sync("gan_dataset_built")
+    if jax.process_index() == 0 and not _is_gan_dataset(built, res):
+        logging.info("converting %s into the %d px GAN dataset under %s (once; reused on restart)", raw, res, built)
+        _convert(raw, data_root, data_cfg, res, xflip=False)
+    _sync("gan_dataset_built")  # every process, whatever it saw on disk: no process can skip the barrier
     _, info = make_gan_source(built, res)
     return built, info
 

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from radgan_jax.parallel.mesh import make_mesh
-from radgan_jax.parallel.sharding import host_from_global, shard_host_batch
+from radgan_jax.parallel.sharding import global_from_host, host_from_global
 from radgan_jax.train import gan_setup
 
 
@@ -41,7 +41,7 @@ def run_steps(devices, steps: int = 3) -> dict[str, np.ndarray]:
     for i in range(steps):
         batch = {"image": rs.randint(0, 256, (8, 16, 16, 3)).astype(np.uint8),
                  "label": (np.arange(8) + i) % 4}
-        state, metrics = setup.step_fn(state, shard_host_batch(mesh, batch), do_pl=i == 1)
+        state, metrics = setup.step_fn(state, global_from_host(mesh, batch), do_pl=i == 1)
     flat = jax.tree_util.tree_flatten_with_path(state)[0]
     out = {jax.tree_util.keystr(p): host_from_global(x) for p, x in flat if hasattr(x, "dtype")}
     out.update({f"metric{k}": np.asarray(v) for k, v in metrics.items()})

@@ -146,9 +146,26 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     proc.wait()
     done = [int(p.name) for p in ck_dir.glob("*") if p.name.isdigit()]
     assert done and max(done) < 8, done
+    # Preemption: SIGTERM after the resumed run's next checkpoint -> it saves where it is and exits 0.
+    log = tmp_path / "preempted.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(_train_cmd(killed, total), env=_env(cache=cache), cwd=REPO, stdout=f, stderr=f)
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            steps = [int(p.name) for p in ck_dir.glob("*") if p.name.isdigit()]
+            if max(steps) > max(done):
+                break
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "resumed from" in text
+    if "preempted" in text:  # (the signal may land after the last step: then the run simply finished)
+        assert not (killed / "generator").exists()
     rerun = subprocess.run(_train_cmd(killed, total), check=True, env=_env(cache=cache), cwd=REPO, timeout=900,
                            capture_output=True, text=True)
-    assert "resumed from" in rerun.stderr
+    assert "resumed from" in rerun.stderr or "finished" in text
     step_a, a = _final_state(ref)
     step_b, b = _final_state(killed)
     assert step_a == step_b == 8
@@ -157,3 +174,41 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} differs after kill -9 + resume")
     assert (ref / "generator").is_dir() and (killed / "generator").is_dir()
     assert (killed / "samples" / "reals.png").is_file()
+
+
+def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
+    """A 32 px stage from a 16 px stem checkpoint: mapping and stem layers stay frozen, the head and the
+    synthesis input train (loss.py train_head_only), no pl regularization (pl_weight 0), D is fresh."""
+    from radgan_jax.checkpoint import save_generator
+    from radgan_jax.models.stylegan_xl.from_config import spec_chain_from_config
+    from radgan_jax.models.stylegan_xl.generator import init_generator
+    from radgan_jax.parallel.mesh import make_mesh
+    from radgan_jax.parallel.sharding import global_from_host
+    from radgan_jax.train import gan_setup
+    from tests.train.gan_run_worker import tiny_config
+
+    config = tiny_config(micro_batch=8)
+    config.model.resolution = 32
+    config.model.head_layers = 2
+    stem_spec = spec_chain_from_config(config.model)[0]
+    save_generator(tmp_path / "stem", init_generator(stem_spec, jax.random.key(3)), stem_spec)
+    config.train.prev_stage_checkpoint = str(tmp_path / "stem")
+    mesh = make_mesh({"data": -1})
+    setup = gan_setup.build(config, mesh, class_probs=None)
+    assert setup.head_only and setup.pl_weight == 0.0
+    before = jax.tree.map(np.asarray, setup.state.g_params)
+    batch = {"image": np.random.RandomState(0).randint(0, 256, (8, 32, 32, 3)).astype(np.uint8),
+             "label": np.arange(8) % 4}
+    state, metrics = setup.step_fn(setup.state, global_from_host(mesh, batch), do_pl=False)
+    assert np.isfinite(float(metrics["Loss/D/loss"]))
+    after = jax.tree.map(np.asarray, state.g_params)
+    heads = set(setup.spec.synthesis.layer_names[-3:]) | {"input"}
+    flat_b = dict(jax.tree_util.tree_flatten_with_path(before)[0])
+    for path, value in jax.tree_util.tree_flatten_with_path(after)[0]:
+        names = [getattr(p, "key", None) for p in path]
+        trainable = names[0] == "synthesis" and names[1] in heads
+        changed = not np.array_equal(value, flat_b[path])
+        if not trainable:
+            assert not changed, f"frozen {jax.tree_util.keystr(path)} moved"
+    assert any(not np.array_equal(v, flat_b[p]) for p, v in jax.tree_util.tree_flatten_with_path(after)[0]
+               if getattr(p[0], "key", None) == "synthesis" and getattr(p[1], "key", None) in heads)
