@@ -39,7 +39,7 @@ def gan_train_config(batch_size: int, total_kimg: int = 25000) -> ml_collections
     return ml_collections.ConfigDict(dict(
         batch_size=batch_size,
         micro_batch=0,               # global images per accumulation round; 0: the whole batch (no accumulation)
-        unroll_rounds="auto",        # accumulation rounds as a Python loop ('auto': on CPU) or lax.scan
+        unroll_rounds="auto",        # accumulation rounds: 'unroll' (Python loop), 'scan', 'auto' (unroll on CPU)
         grad_divisor=8.0,            # the original averages gradients over its GPUs (see train/gan_steps.py)
         loss_reduction="sum_samples",
         total_kimg=float(total_kimg),

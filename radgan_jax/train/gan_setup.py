@@ -54,8 +54,10 @@ def build(config: Any, mesh: Any, class_probs: tuple[float, ...] | None) -> GanS
 
     batch = int(tc.batch_size)
     micro = int(tc.micro_batch) or batch
-    unroll = tc.unroll_rounds
-    unroll = jax.default_backend() == "cpu" if unroll == "auto" else bool(unroll)
+    mode = str(tc.unroll_rounds)
+    if mode not in ("auto", "unroll", "scan"):
+        raise ValueError(f"train.unroll_rounds must be 'auto', 'unroll' or 'scan', got {mode!r}")
+    unroll = jax.default_backend() == "cpu" if mode == "auto" else mode == "unroll"
     pl_weight = pl_weight_of(tc, head_only)
     step_cfg = GanStepConfig(
         batch_size=batch, micro_batch=micro, c_dim=spec.c_dim, z_dim=spec.z_dim, class_probs=class_probs,

@@ -27,7 +27,7 @@ def tiny_config(micro_batch: int = 4) -> ml_collections.ConfigDict:
     config.discriminator.input_size = 32
     config.discriminator.projector_im_res = 32
     config.train.micro_batch = micro_batch
-    config.train.unroll_rounds = False  # exercise lax.scan accumulation
+    config.train.unroll_rounds = "scan"  # exercise lax.scan accumulation
     config.train.blur_fade_kimg = 0.1
     return config
 
@@ -41,7 +41,7 @@ def run_steps(devices, steps: int = 3) -> dict[str, np.ndarray]:
     for i in range(steps):
         batch = {"image": rs.randint(0, 256, (8, 16, 16, 3)).astype(np.uint8),
                  "label": (np.arange(8) + i) % 4}
-        state, metrics = setup.step_fn(state, global_from_host(mesh, batch), do_pl=i == 1)
+        state, metrics = setup.step_fn(state, jax.tree.map(lambda a: global_from_host(mesh, a), batch), do_pl=i == 1)
     flat = jax.tree_util.tree_flatten_with_path(state)[0]
     out = {jax.tree_util.keystr(p): host_from_global(x) for p, x in flat if hasattr(x, "dtype")}
     out.update({f"metric{k}": np.asarray(v) for k, v in metrics.items()})

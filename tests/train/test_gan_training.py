@@ -78,29 +78,39 @@ def test_pl_due_schedule():
 
 
 # ---------------------------------------------------------------------------------------------- acceptance 2
+@pytest.mark.slow  # ~8 min on 2 cores: four compilations of the full step for an 8-device mesh
 def test_steps_agree_on_8_and_1_devices_and_rerun_is_bit_identical(tmp_path):
     """3 full iterations (Gmain, Greg on the 2nd, Dmain with 2 accumulation rounds, EMA) of a tiny GAN."""
     out = tmp_path / "states.npz"
     subprocess.run([sys.executable, str(REPO / "tests/train/gan_run_worker.py"), str(out)], check=True,
-                   env=_env(devices=8), cwd=REPO, timeout=900)
+                   env=_env(devices=8, cache=tmp_path / "jax_cache"), cwd=REPO, timeout=900)
     z = np.load(out)
     assert int(z["num_devices"]) == 8
     keys = sorted(k[1:] for k in z.files if k.startswith("a"))
     assert any("g_params" in k for k in keys) and any("d_params" in k for k in keys)
-    moved = 0
+    for k in keys:  # same mesh, same config: the same bits
+        np.testing.assert_array_equal(z["a" + k], z["c" + k], err_msg=f"{k}: two runs on the same mesh differ")
+    # 8 vs 1 device: only the reduction order differs. Documented tolerances (docs/ARCHITECTURE.md):
+    #  * losses and scores: 5e-5; G, G_ema (every element): 2e-4 after 3 iterations;
+    #  * D heads: Adam with beta1 = 0 steps by ~lr * sign(g) where |g| ~ eps, so a near-zero gradient element
+    #    whose sign differs in the last bits moves by up to 2 lr per step: mean |diff| <= 1e-6 and < 0.1% of
+    #    the elements above 1e-5 (measured: 4.5e-7 and 0.03%).
     for k in keys:
-        a, b, c = z["a" + k], z["b" + k], z["c" + k]
-        np.testing.assert_array_equal(a, c, err_msg=f"{k}: two runs on the same 8-device mesh differ")
-        if np.issubdtype(a.dtype, np.floating):
-            np.testing.assert_allclose(a, b, atol=2e-5, rtol=2e-5, err_msg=f"{k}: 8 devices vs 1 device")
-        else:
+        a, b = z["a" + k].astype(np.float64), z["b" + k].astype(np.float64)
+        if not np.issubdtype(z["a" + k].dtype, np.floating):
             np.testing.assert_array_equal(a, b, err_msg=k)
+        elif k.startswith("metric"):
+            np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4, err_msg=k)
+        elif k.startswith((".g_params", ".ema_params", ".g_buffers", ".ema_buffers", ".pl_mean")):
+            np.testing.assert_allclose(a, b, atol=2e-4, rtol=0, err_msg=k)
+    d = np.concatenate([np.abs(z["a" + k].astype(np.float64) - z["b" + k]).ravel() for k in keys
+                        if k.startswith(".d_params")])
+    assert d.mean() <= 1e-6 and (d > 1e-5).mean() < 1e-3 and d.max() <= 3 * 2 * 0.002, (d.mean(), d.max())
     assert float(z["a.step"]) == 3 and float(z["a.cur_nimg"]) == 24
     assert float(z["a.pl_mean"]) > 0  # the Greg phase ran
-    for k in keys:  # training moved the trainable weights away from init? (compare EMA vs G as a proxy)
-        if k.startswith(".g_params") and np.abs(z["a" + k] - z["a.ema_params" + k[len(".g_params"):]]).max() > 0:
-            moved += 1
-    assert moved > 0
+    moved = [k for k in keys if k.startswith(".g_params") and
+             not np.array_equal(z["a" + k], z["a.ema_params" + k[len(".g_params"):]])]
+    assert moved, "G did not move away from G_ema"
 
 
 # ---------------------------------------------------------------------------------------------- acceptance 3
@@ -189,7 +199,7 @@ def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
 
     config = tiny_config(micro_batch=8)
     config.model.resolution = 32
-    config.model.head_layers = 2
+    config.model.head_layers = 3
     stem_spec = spec_chain_from_config(config.model)[0]
     save_generator(tmp_path / "stem", init_generator(stem_spec, jax.random.key(3)), stem_spec)
     config.train.prev_stage_checkpoint = str(tmp_path / "stem")
@@ -199,10 +209,10 @@ def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
     before = jax.tree.map(np.asarray, setup.state.g_params)
     batch = {"image": np.random.RandomState(0).randint(0, 256, (8, 32, 32, 3)).astype(np.uint8),
              "label": np.arange(8) % 4}
-    state, metrics = setup.step_fn(setup.state, global_from_host(mesh, batch), do_pl=False)
+    state, metrics = setup.step_fn(setup.state, jax.tree.map(lambda a: global_from_host(mesh, a), batch), do_pl=False)
     assert np.isfinite(float(metrics["Loss/D/loss"]))
     after = jax.tree.map(np.asarray, state.g_params)
-    heads = set(setup.spec.synthesis.layer_names[-3:]) | {"input"}
+    heads = set(setup.spec.synthesis.layer_names[-4:]) | {"input"}  # head_layers + 1 new layers
     flat_b = dict(jax.tree_util.tree_flatten_with_path(before)[0])
     for path, value in jax.tree_util.tree_flatten_with_path(after)[0]:
         names = [getattr(p, "key", None) for p in path]
