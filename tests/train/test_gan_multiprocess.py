@@ -17,9 +17,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "known bug (2026-12-02): host k reads global positions p*n+k, so the global batch rows come in another order "
-    "on 2 hosts than on 1 ([0,2,4,6,1,3,5,7] vs [0..7]); DiffAugment draws are per row, so the D sees other "
-    "augmentations. Fix: per-host contiguous blocks of each global batch in data/pipeline._LoadExample"))
+    "fails (2026-12-02); suspected cause: host k reads global positions p*n+k, so global batch rows come in "
+    "another order on 2 hosts than on 1 ([0,2,4,6,1,3,5,7] vs [0..7]); DiffAugment draws are per row, so "
+    "the D sees other augmentations. Fix: per-host contiguous blocks of each global batch in "
+    "data/pipeline._LoadExample"))
 def test_two_processes_train_like_one(repo_root: Path, tmp_path: Path):
     total = 0.032  # 4 iterations of batch 8 (each process reads its own 4 rows per batch)
     args = _train_cmd(tmp_path / "mp", total)[3:]  # drop "python -m radgan_jax.main"
