@@ -7,12 +7,13 @@ grain's `index_shuffle` (a Feistel permutation: O(1) memory even for millions of
 positions [b*B, (b+1)*B) (B = global_batch_size), like StyleGAN's InfiniteSampler: batches may straddle an
 epoch boundary and no record is ever dropped.
 
-Sharding. Host k of n takes the positions g = k (mod n): local position p -> g = p*n + k, so its local batch
-b is the k-th residue of global batch b. Every host reads only its records (random access into ArrayRecord);
-the hosts' positions are disjoint and together are the whole stream (every epoch exactly, duplicates
-impossible), and which examples make global batch b does not depend on the number of hosts - a run can resume
-on a different host count. (grain's contiguous `ShardOptions` ranges would pin every host to the same records
-every epoch and drop the remainder; the strided split gives each host a fresh random subset per epoch.)
+Sharding. Host k of n reads rows [k*Bl, (k+1)*Bl) of every global batch (Bl = B/n): local position p ->
+g = (p // Bl) * B + k * Bl + p % Bl. Every host reads only its records (random access into ArrayRecord); the
+hosts' positions are disjoint and together are the whole stream (every epoch exactly, duplicates impossible),
+and global batch b is the same rows IN THE SAME ORDER whatever the number of hosts (per-row random draws such
+as DiffAugment's then see the same images): a run can resume on a different host count. (grain's contiguous
+`ShardOptions` ranges would pin every host to the same records every epoch and drop the remainder; blocks of
+each global batch give each host a fresh random subset per epoch.)
 
 xflip = StyleGAN-XL's `--mirror`: record index i >= N is the x-flipped copy of record i - N. The emitted
 'index' is that index in [0, M).
@@ -146,13 +147,20 @@ class _LoadExample:
     """Local stream position -> decoded example. A picklable callable, so grain worker processes can run it."""
 
     def __init__(self, source: Any, num_records: int, seed: int, xflip: bool, shard_index: int, shard_count: int,
-                 resolution: int, path: Path):
+                 resolution: int, path: Path, local_batch_size: int):
         self.path = path
         self.source, self.n, self.seed, self.xflip = source, num_records, seed, xflip
-        self.k, self.hosts, self.res = shard_index, shard_count, resolution
+        self.k, self.hosts, self.res, self.local_batch = shard_index, shard_count, resolution, local_batch_size
+
+    def global_position(self, local_position: int) -> int:
+        """Host k's b-th local batch is rows [k*Bl, (k+1)*Bl) of global batch b: concatenating the hosts' batches
+        gives the global batch in the same row order whatever the host count (rows meet per-row random draws)."""
+        b, j = divmod(local_position, self.local_batch)
+        return b * self.local_batch * self.hosts + self.k * self.local_batch + j
 
     def __call__(self, local_position: int) -> dict[str, Any]:
-        index = record_at(local_position * self.hosts + self.k, num_records=self.n, seed=self.seed, xflip=self.xflip)
+        index = record_at(self.global_position(local_position), num_records=self.n, seed=self.seed,
+                          xflip=self.xflip)
         flip, record = divmod(index, self.n)
         ex = self.source[record]
         try:
@@ -205,7 +213,7 @@ class GanInputPipeline:
                                  f"batch of {self.global_batch_size}")
         self.num_epochs = num_epochs
         load = _LoadExample(self.source, self.info.num_records, self.seed, self.xflip, self.shard_index,
-                            self.shard_count, self.resolution, self.info.path)
+                            self.shard_count, self.resolution, self.info.path, self.local_batch_size)
         positions = grain.MapDataset.range(self.num_batches * self.local_batch_size)
         self._batches = positions.map(load).batch(self.local_batch_size, drop_remainder=True)
         self._next_batch = 0

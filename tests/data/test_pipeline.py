@@ -79,13 +79,12 @@ def test_host_shards_are_disjoint_and_complete(gan_data, hosts, batch):
     assert shards[0][0]["image"].shape[0] == batch // hosts
     single = list(pipe(data, global_batch_size=batch, num_epochs=2))
     assert len(single) == len(shards[0])
-    for b, one in enumerate(single):  # global batch b holds the same examples whatever the host count
+    for b, one in enumerate(single):  # global batch b: the same examples in the same row order, any host count
         rows = np.concatenate([s[b]["index"] for s in shards])
-        assert sorted(rows) == sorted(one["index"])
+        np.testing.assert_array_equal(rows, one["index"])
     every = np.concatenate([indices(s) for s in shards])
     assert sorted(every) == sorted(indices(single))
-    first_epoch = [set(indices(s)[: N // hosts].tolist()) for s in shards]
-    assert set().union(*first_epoch) == set(range(N)) and sum(map(len, first_epoch)) == N  # disjoint, complete
+    assert set(indices(single)[:N].tolist()) == set(range(N))  # the first epoch is every record once
 
 
 def test_resume_yields_exactly_the_remaining_batches(gan_data, tmp_path):

@@ -16,11 +16,6 @@ from tests.train.test_gan_training import _final_state, _train_cmd
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fails (2026-12-02); suspected cause: host k reads global positions p*n+k, so global batch rows come in "
-    "another order on 2 hosts than on 1 ([0,2,4,6,1,3,5,7] vs [0..7]); DiffAugment draws are per row, so "
-    "the D sees other augmentations. Fix: per-host contiguous blocks of each global batch in "
-    "data/pipeline._LoadExample"))
 def test_two_processes_train_like_one(repo_root: Path, tmp_path: Path):
     total = 0.032  # 4 iterations of batch 8 (each process reads its own 4 rows per batch)
     args = _train_cmd(tmp_path / "mp", total)[3:]  # drop "python -m radgan_jax.main"
@@ -36,10 +31,30 @@ def test_two_processes_train_like_one(repo_root: Path, tmp_path: Path):
                       XLA_FLAGS="--xla_force_host_platform_device_count=8")
     subprocess.run(_train_cmd(tmp_path / "single", total), cwd=repo_root, env=single_env, check=True,
                    capture_output=True, timeout=1500)
-    step_m, multi = _final_state(tmp_path / "mp")
-    step_s, single = _final_state(tmp_path / "single")
-    assert step_m == step_s == 4
-    assert multi.keys() == single.keys()
-    for k in multi:
-        np.testing.assert_allclose(multi[k], single[k], atol=1e-5, rtol=1e-5, err_msg=k)
+    _compare(tmp_path / "mp", tmp_path / "single")
     assert (tmp_path / "mp" / "generator").is_dir()
+
+
+def _compare(mp: Path, single: Path) -> None:
+    """Same tolerances as the 8-vs-1-device test (docs/ARCHITECTURE.md): only the reduction order differs, and
+    Adam with beta1 = 0 moves a weight by ~lr * sign(g) where |g| ~ eps, so a few elements differ by up to 2 lr per
+    step while the losses agree closely. Measured (4 iterations): losses 1e-5 relative, mean |diff| 6e-7."""
+    import json
+
+    rows = [[json.loads(line) for line in (d / "stats.jsonl").read_text().splitlines()] for d in (mp, single)]
+    assert [r["kimg"] for r in rows[0]] == [r["kimg"] for r in rows[1]]
+    for a, b in zip(*rows):
+        for k in ("Loss/D/loss", "Loss/G/loss", "Loss/scores/real", "Loss/scores/fake"):
+            assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(b[k])), (k, a[k], b[k])
+    step_m, multi = _final_state(mp)
+    step_s, one = _final_state(single)
+    assert step_m == step_s == 4 and multi.keys() == one.keys()
+    for group, lr in (("['g_params']", 0.0025), ("['ema_params']", 0.0025), ("['d_params']", 0.002)):
+        d = np.concatenate([np.abs(multi[k].astype(np.float64) - one[k]).ravel() for k in multi
+                            if k.startswith(group)])
+        assert d.mean() <= 1e-5 and (d > 1e-4).mean() < 0.01 and d.max() <= 2 * lr * step_m, (group, d.mean(),
+                                                                                                (d > 1e-4).mean(),
+                                                                                                d.max())
+    for k in multi:
+        if not np.issubdtype(multi[k].dtype, np.floating):
+            np.testing.assert_array_equal(multi[k], one[k], err_msg=k)
