@@ -210,7 +210,8 @@ def run(config: Any, workdir: str) -> None:
     while cur_nimg < total_nimg:
         if _stop_requested():
             ckpt.wait()
-            checkpoint(with_metrics=False)
+            if ckpt.latest_step() != step:  # the signal may land just after a regular checkpoint of this step
+                checkpoint(with_metrics=False)
             preempted = True
             break
         local = next(pipe)
