@@ -28,6 +28,7 @@ from radgan_jax.checkpoint import Checkpointer, save_generator
 from radgan_jax.data.pipeline import GanInputPipeline, to_global
 from radgan_jax.eval import gan_metrics, grids, plots
 from radgan_jax.parallel.mesh import make_mesh
+from radgan_jax.parallel.sharding import host_from_global
 from radgan_jax.train import gan_data, gan_models, gan_setup
 from radgan_jax.train.gan_state import GanState
 from radgan_jax.train.gan_steps import class_probs_from_counts, pl_due
@@ -51,8 +52,6 @@ def _stop_requested() -> bool:
 
 
 def _host(tree: Any) -> Any:
-    from radgan_jax.parallel.sharding import host_from_global
-
     return jax.tree.map(host_from_global, tree)
 
 

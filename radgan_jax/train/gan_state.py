@@ -75,8 +75,3 @@ def create_gan_state(g_variables: Mapping[str, Any], d_variables: Mapping[str, A
         g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
         pl_mean=jnp.zeros((), jnp.float32))
 
-
-def checkpoint_items(state: GanState) -> dict[str, Any]:
-    """Named items for `radgan_jax.checkpoint.Checkpointer` (the frozen D is saved too: resume needs no
-    weight files, and a checkpoint is self-contained for evaluation)."""
-    return {"gan_state": state}
