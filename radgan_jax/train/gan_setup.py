@@ -12,7 +12,7 @@ import numpy as np
 
 from radgan_jax import rng
 from radgan_jax.parallel.sharding import global_from_host, host_from_global, pad_to_multiple, replicated
-from radgan_jax.train import gan_models, optim
+from radgan_jax.train import gan_models, guidance, optim
 from radgan_jax.train.ema import default_ema_kimg
 from radgan_jax.train.gan_state import GanState, create_gan_state
 from radgan_jax.train.gan_steps import GanStepConfig, make_gan_step
@@ -26,9 +26,41 @@ class GanSetup:
     head_only: bool
     state: GanState
     step_cfg: GanStepConfig
-    step_fn: Any  # jitted (state, batch, do_pl) -> (state, metrics)
+    step_fn: Any  # BoundStep: jitted (state, batch, do_pl) -> (state, metrics)
     pl_weight: float
     state_sharding: Any
+
+
+@dataclasses.dataclass
+class BoundStep:
+    """The jitted step with its frozen extra inputs (the guidance classifier's variables) bound."""
+
+    jitted: Any
+    cls_variables: Any = None
+
+    def __call__(self, state: GanState, batch: Any, do_pl: bool = False) -> tuple[GanState, dict]:
+        return self.jitted(state, batch, do_pl=do_pl, cls_variables=self.cls_variables)
+
+    def lower(self, state: GanState, batch: Any, do_pl: bool = False) -> Any:
+        return self.jitted.lower(state, batch, do_pl=do_pl, cls_variables=self.cls_variables)
+
+
+def guidance_classifier(train_cfg: Any, head_only: bool, c_dim: int, mesh: Any) -> tuple[Any, Any]:
+    """(classifier, replicated variables) when train.cls_weight > 0, else (None, None)."""
+    if not float(train_cfg.get("cls_weight", 0.0)):
+        return None, None
+    if not head_only:
+        raise gan_models.ModelSetupError(
+            "train.cls_weight > 0 in the stem stage: classifier guidance is for super-resolution stages only, as in "
+            "the original (train.py L296); set it on the 32 px and later stages")
+    if c_dim <= 1:
+        raise gan_models.ModelSetupError("train.cls_weight > 0 needs a class-conditional model (c_dim > 1)")
+    try:
+        classifier, variables = guidance.load_guidance_classifier(str(train_cfg.cls_model),
+                                                                  str(train_cfg.cls_weights), c_dim)
+    except guidance.GuidanceError as e:
+        raise gan_models.ModelSetupError(str(e)) from None
+    return classifier, jax.device_put(variables, replicated(mesh))
 
 
 def pl_weight_of(train_cfg: Any, head_only: bool) -> float:
@@ -64,9 +96,12 @@ def build(config: Any, mesh: Any, class_probs: tuple[float, ...] | None) -> GanS
         grad_divisor=float(tc.grad_divisor), loss_reduction=str(tc.loss_reduction),
         blur_init_sigma=float(tc.blur_init_sigma), blur_fade_kimg=float(tc.blur_fade_kimg), pl_weight=pl_weight,
         ema_kimg=default_ema_kimg(batch) if float(tc.ema_kimg) < 0 else float(tc.ema_kimg),
-        ema_rampup=None if float(tc.ema_rampup) < 0 else float(tc.ema_rampup), unroll_rounds=unroll)
-    fn = make_gan_step(generator, discriminator, step_cfg, g_tx, d_tx, rng.derive(seed_key, "train"))
-    step_fn = jax.jit(fn, static_argnames=("do_pl",), out_shardings=(state_sharding, replicated(mesh)))
+        ema_rampup=None if float(tc.ema_rampup) < 0 else float(tc.ema_rampup), unroll_rounds=unroll,
+        cls_weight=float(tc.get("cls_weight", 0.0)))
+    classifier, cls_variables = guidance_classifier(tc, head_only, spec.c_dim, mesh)
+    fn = make_gan_step(generator, discriminator, step_cfg, g_tx, d_tx, rng.derive(seed_key, "train"), classifier)
+    jitted = jax.jit(fn, static_argnames=("do_pl",), out_shardings=(state_sharding, replicated(mesh)))
+    step_fn = BoundStep(jitted, cls_variables)
     return GanSetup(spec, generator, discriminator, head_only, state, step_cfg, step_fn, pl_weight, state_sharding)
 
 

@@ -2,7 +2,8 @@
 
 The order is the original's phase loop (training_loop.py L306-369, loss.py) with G_reg_interval 4 and
 D_reg_interval 16, so the phases are [Gmain, Greg, Dmain, Dreg]:
-  1. Gmain: G's hinge loss through the D (train mode: BN statistics and spectral-norm power iteration move).
+  1. Gmain: G's hinge loss through the D (train mode: BN statistics and spectral-norm power iteration move),
+     plus classifier guidance when cls_weight > 0 (train/guidance.py).
   2. Greg (every 4th iteration, stem stage, after 1 M images, pl_weight > 0): path-length penalty on half the
      batch; a second Adam step of G. The caller decides (`do_pl`, a static flag: two compiled variants).
   3. Dmain: fakes from G with `update_emas=True` on the mapping only (tracks the per-class `w_avg`; the
@@ -65,6 +66,7 @@ class GanStepConfig:
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
     unroll_rounds: bool = False  # see _sum_scan
+    cls_weight: float = 0.0  # classifier guidance in Gmain (train/guidance.py); needs a classifier
 
     def __post_init__(self):
         if self.batch_size <= 0 or self.micro_batch <= 0 or self.batch_size % self.micro_batch:
@@ -116,12 +118,18 @@ def _sum_scan(fn: Callable, carry: Any, xs: Any, rounds: int, unroll: bool) -> t
 
 
 def make_gan_step(generator: Any, discriminator: Any, cfg: GanStepConfig, g_tx: optax.GradientTransformation,
-                  d_tx: optax.GradientTransformation, seed_key: jax.Array) -> Callable[..., tuple[GanState, dict]]:
-    """`step(state, batch, do_pl=False) -> (state, metrics)`; batch = {'image': uint8 [B,H,W,3], 'label': [B]}.
+                  d_tx: optax.GradientTransformation, seed_key: jax.Array, classifier: Any = None
+                  ) -> Callable[..., tuple[GanState, dict]]:
+    """`step(state, batch, do_pl=False, cls_variables=None) -> (state, metrics)`; batch = {'image': uint8
+    [B,H,W,3], 'label': [B]}. `classifier` (a `guidance.GuidanceClassifier`) with `cfg.cls_weight` > 0 adds
+    classifier guidance to Gmain; its frozen variables come in as `cls_variables` (an argument, not a constant
+    baked into the compiled step).
 
-    Not jitted here: `parallel.train_step_jit` (or plain `jax.jit(..., static_argnames='do_pl')`) does that.
+    Not jitted here: `gan_setup.build` (or plain `jax.jit(..., static_argnames='do_pl')`) does that.
     """
     a = cfg.rounds
+    if cfg.cls_weight and classifier is None:
+        raise ValueError("GanStepConfig.cls_weight is non-zero but no guidance classifier was given")
     logp = (jnp.log(jnp.asarray(cfg.class_probs, jnp.float32)) if cfg.class_probs is not None
             else jnp.zeros((cfg.c_dim,), jnp.float32))
 
@@ -134,7 +142,7 @@ def make_gan_step(generator: Any, discriminator: Any, cfg: GanStepConfig, g_tx: 
         img = blur_images_traced(img, sigma, max_sigma=max(cfg.blur_init_sigma, 0.0))  # loss.py run_D
         return discriminator.apply(d_vars, img, c, train=True, key=key, mutable=list(D_MUTABLE))
 
-    def g_main(state: GanState, sigma, step):
+    def g_main(state: GanState, sigma, step, cls_variables):
         z, c = draw_latents(step, "Gmain", cfg.batch_size)
         keys = jax.random.split(rng.derive(seed_key, "augment/Gmain", step=step), a)
 
@@ -145,6 +153,12 @@ def make_gan_step(generator: Any, discriminator: Any, cfg: GanStepConfig, g_tx: 
                 img = generator.apply({"params": g_params, **state.g_buffers}, z_r, c_r)
                 logits, new_d = run_d(state.d_variables(d_state), img, c_r, sigma, k_r)
                 loss, metrics = g_hinge_loss(logits, cfg.loss_reduction)
+                if cfg.cls_weight:
+                    # Each original GPU adds cls_weight * (its mean CE) and gradients are averaged over GPUs: the
+                    # guidance gradient is cls_weight * d(mean CE of the round), whatever grad_divisor is.
+                    ce = classifier.loss(cls_variables, img, c_r)
+                    loss = loss + cfg.cls_weight * cfg.grad_divisor * ce
+                    metrics = {**metrics, "Loss/G/guidance_loss": ce, "Loss/G/loss": loss}
                 return loss / cfg.grad_divisor, (new_d, metrics)
 
             (_, (new_d, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
@@ -219,10 +233,11 @@ def make_gan_step(generator: Any, discriminator: Any, cfg: GanStepConfig, g_tx: 
         return state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt_state=d_opt,
                              d_state=d_state, g_buffers=g_buffers), metrics
 
-    def step_fn(state: GanState, batch: dict[str, jax.Array], do_pl: bool = False) -> tuple[GanState, dict]:
+    def step_fn(state: GanState, batch: dict[str, jax.Array], do_pl: bool = False, cls_variables: Any = None
+                ) -> tuple[GanState, dict]:
         step = state.step
         sigma = blur_sigma(state.cur_nimg, cfg.blur_init_sigma, cfg.blur_fade_kimg)
-        state, metrics = g_main(state, sigma, step)
+        state, metrics = g_main(state, sigma, step, cls_variables)
         if do_pl:
             state, pl_metrics = g_pl(state, step)
             metrics = {**metrics, **pl_metrics}

@@ -247,6 +247,24 @@ def test_image_folder_labels_and_conversions(tmp_path: Path):
     assert cases["benign/b"].label == 0 and cases["malignant/c"].meta["class_name"] == "malignant"
 
 
+def test_flat_image_folder_is_one_unlabeled_set(tmp_path: Path):
+    rgb = _rgb()
+    _write(tmp_path / "frame1.png", rgb)
+    _write(tmp_path / "frame2.jpg", rgb)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert detect_format(tmp_path) == "image_folder"
+    reader = ImageFolderReader(tmp_path)
+    assert reader.flat and reader.class_names == []
+    items, problems = reader.scan()
+    assert [(i.id, i.label) for i in items] == [("frame1", None), ("frame2", None)]
+    assert [p.kind for p in problems] == ["not_image"] and "notes.txt" in str(problems[0])
+    case = reader.load(items[0])
+    np.testing.assert_array_equal(case.image, rgb)
+    assert case.label is None and "class_name" not in case.meta
+    items, problems = ImageFolderReader(tmp_path, product="ctmr").scan()  # a table needs class folders
+    assert items == [] and problems[0].kind == "layout" and "needs class folders" in str(problems[0])
+
+
 def test_image_folder_alpha_composited(tmp_path: Path):
     rgba = np.zeros((4, 4, 4), np.uint8)
     rgba[..., :3] = 200

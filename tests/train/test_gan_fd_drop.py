@@ -24,9 +24,10 @@ def _fd_history(workdir: Path) -> list[tuple[float, float]]:
 def _train(repo_root: Path, workdir: Path, *overrides: str) -> list[tuple[float, float]]:
     env = dict(os.environ, PYTHONPATH=str(repo_root), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one device, as the README's command
-    subprocess.run([sys.executable, "-m", "radgan_jax.main", "--config=configs/quickstart.py",
-                    f"--workdir={workdir}", "--config.progress=False", *overrides], cwd=repo_root, env=env,
-                   check=True, timeout=3000, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "radgan_jax.main", "--config=configs/quickstart.py",
+                           f"--workdir={workdir}", "--config.progress=False", *overrides], cwd=repo_root, env=env,
+                          timeout=3000, capture_output=True, text=True)
+    assert proc.returncode == 0, f"training failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
     history = _fd_history(workdir)
     assert len(history) >= 3 and history[0][0] == 0.0, history
     assert (workdir / "fd_curve.png").is_file() and (workdir / "generator").is_dir()

@@ -188,8 +188,12 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
 
 def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
     """A 32 px stage from a 16 px stem checkpoint: mapping and stem layers stay frozen, the head and the
-    synthesis input train (loss.py train_head_only), no pl regularization (pl_weight 0), D is fresh."""
+    synthesis input train (loss.py train_head_only), no pl regularization (pl_weight 0), D is fresh. With
+    classifier guidance on (a local 4-class EfficientNet-Lite0), Gmain's reported guidance loss is the cross
+    entropy of that classifier on the images G made from the step's Gmain latents."""
+    from radgan_jax import rng
     from radgan_jax.checkpoint import save_generator
+    from tests.train.test_guidance import lite0_classifier_file
     from radgan_jax.models.stylegan_xl.from_config import spec_chain_from_config
     from radgan_jax.models.stylegan_xl.generator import init_generator
     from radgan_jax.parallel.mesh import make_mesh
@@ -203,6 +207,9 @@ def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
     stem_spec = spec_chain_from_config(config.model)[0]
     save_generator(tmp_path / "stem", init_generator(stem_spec, jax.random.key(3)), stem_spec)
     config.train.prev_stage_checkpoint = str(tmp_path / "stem")
+    config.train.cls_weight = 0.5
+    config.train.cls_model = "tf_efficientnet_lite0"
+    config.train.cls_weights = str(lite0_classifier_file(tmp_path / "cls.npz", 4))
     mesh = make_mesh({"data": -1})
     setup = gan_setup.build(config, mesh, class_probs=None)
     assert setup.head_only and setup.pl_weight == 0.0
@@ -211,6 +218,15 @@ def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
              "label": np.arange(8) % 4}
     state, metrics = setup.step_fn(setup.state, jax.tree.map(lambda a: global_from_host(mesh, a), batch), do_pl=False)
     assert np.isfinite(float(metrics["Loss/D/loss"]))
+    # guidance: Gmain draws z from 'gen_z/Gmain' and uniform classes from 'gen_c/Gmain' at step 0
+    train_key = rng.derive(rng.root_key(int(config.seed)), "train")
+    z = jax.random.normal(rng.derive(train_key, "gen_z/Gmain", step=0), (8, setup.spec.z_dim))
+    labels = jax.random.categorical(rng.derive(train_key, "gen_c/Gmain", step=0), jnp.zeros(4), shape=(8,))
+    c = jax.nn.one_hot(labels, 4)
+    img = setup.generator.apply(setup.state.g_variables, z, c)
+    classifier, cls_vars = gan_setup.guidance_classifier(config.train, True, 4, mesh)
+    np.testing.assert_allclose(float(metrics["Loss/G/guidance_loss"]), float(classifier.loss(cls_vars, img, c)),
+                               rtol=1e-5)
     after = jax.tree.map(np.asarray, state.g_params)
     heads = set(setup.spec.synthesis.layer_names[-4:]) | {"input"}  # head_layers + 1 new layers
     flat_b = dict(jax.tree_util.tree_flatten_with_path(before)[0])

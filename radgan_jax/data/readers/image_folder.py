@@ -113,18 +113,19 @@ class _ClassFolderReader(Reader):
         for folder, prefix, label in folders:
             n = 0
             for p in _entries(folder):
+                item_id = f"{prefix}/{p.stem}" if prefix else p.stem
                 if p.is_dir():
                     problems.append(DataError(p, "a folder where an image is expected (class folders hold image "
                                                  "files only)", "layout"))
                 elif not is_image_file(p):
                     problems.append(DataError(p, f"not an image file (expected {', '.join(IMAGE_SUFFIXES)})",
                                               "not_image"))
-                elif f"{prefix}/{p.stem}" in seen:
-                    problems.append(DataError(p, f"duplicate id {prefix}/{p.stem}: {seen[f'{prefix}/{p.stem}'].name} "
+                elif item_id in seen:
+                    problems.append(DataError(p, f"duplicate id {item_id}: {seen[item_id].name} "
                                                  "has the same name stem", "duplicate_id"))
                 else:
-                    seen[f"{prefix}/{p.stem}"] = p
-                    items.append(Item(f"{prefix}/{p.stem}", (p,), label))
+                    seen[item_id] = p
+                    items.append(Item(item_id, (p,), label))
                     n += 1
             if n == 0:
                 problems.append(DataError(folder, "class folder holds no images", "empty_class"))
@@ -170,6 +171,9 @@ class ImageFolderReader(_ClassFolderReader):
     class); `class_names` is then the whole table and a folder that is not in it is a 'layout' problem naming
     close matches (its images are skipped). Item id: 'CLASS/stem'. Hidden files and Thumbs.db/desktop.ini are
     ignored; other files at the top level are ignored unless they are images (then a 'layout' problem).
+
+    A flat folder (images directly in root, no sub-folders at all) is an unlabeled set: item id 'stem', label
+    None, no class names (GAN training treats it as one class).
     """
 
     name = "image_folder"
@@ -178,13 +182,21 @@ class ImageFolderReader(_ClassFolderReader):
         super().__init__(root, product=product, **options)
         self.product = product
         self.table = class_table(product) if product is not None else None
-        self.class_names = self.table.labels if self.table else [d.name for d in _subdirs(self.root)]
+        self.flat = self.root.is_dir() and not _subdirs(self.root) and _has_images(self.root)
+        self.class_names = (self.table.labels if self.table else
+                            [] if self.flat else [d.name for d in _subdirs(self.root)])
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return any(_has_images(d) for d in _subdirs(root)[:5])
+        subdirs = _subdirs(root)
+        return any(_has_images(d) for d in subdirs[:5]) or (not subdirs and _has_images(root))
 
-    def _class_folders(self) -> tuple[list[tuple[Path, str, int]], list[DataError]]:
+    def _class_folders(self) -> tuple[list[tuple[Path, str, int | None]], list[DataError]]:
+        if self.flat:
+            if self.table is not None:
+                return [], [DataError(self.root, f"product={self.product!r} needs class folders (root/CLASS/image); "
+                                                 "this folder holds images only", "layout")]
+            return [(self.root, "", None)], []
         problems = self._stray_images(self.root, "root/CLASS/image")
         dirs = _subdirs(self.root)
         if not dirs:
