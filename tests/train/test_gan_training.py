@@ -193,13 +193,13 @@ def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
     entropy of that classifier on the images G made from the step's Gmain latents."""
     from radgan_jax import rng
     from radgan_jax.checkpoint import save_generator
-    from tests.train.test_guidance import lite0_classifier_file
     from radgan_jax.models.stylegan_xl.from_config import spec_chain_from_config
     from radgan_jax.models.stylegan_xl.generator import init_generator
     from radgan_jax.parallel.mesh import make_mesh
     from radgan_jax.parallel.sharding import global_from_host
     from radgan_jax.train import gan_setup
     from tests.train.gan_run_worker import tiny_config
+    from tests.train.test_guidance import lite0_classifier_file
 
     config = tiny_config(micro_batch=8)
     config.model.resolution = 32
