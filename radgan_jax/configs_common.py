@@ -52,6 +52,8 @@ def gan_train_config(batch_size: int, total_kimg: int = 25000) -> ml_collections
         synthesis_dtype="float32",   # bfloat16 / float16: compute of the generator's use_fp16 layers
         prev_stage_checkpoint="",    # superres stages: the previous stage's <workdir>/generator(_best)
         xflip=True,
+        class_embedding="",          # init of G's and the D heads' class tables: in_embeddings/*.pkl, .npy, ...
+                                     # ('' = random N(0, 1), the original's rand_embedding; nothing downloads)
         cls_weight=0.0,              # classifier guidance (superres stages only, train.py L296/L313; 0 = off)
         cls_model="deit_small_distilled_patch16_224",  # train.py L297; any feature-net converter name
         cls_weights="",              # local classifier over the model's classes (file or converted dir)

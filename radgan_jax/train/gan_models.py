@@ -28,6 +28,7 @@ from radgan_jax.models.projected_d import discriminator as pd
 from radgan_jax.models.stylegan_xl import superres
 from radgan_jax.models.stylegan_xl.from_config import spec_chain_from_config
 from radgan_jax.models.stylegan_xl.generator import Generator, GeneratorSpec, init_generator
+from radgan_jax.tools import class_embeddings as ce
 from radgan_jax.tools import convert_feature_nets as cfn
 
 
@@ -99,9 +100,21 @@ def load_backbone_variables(backbone: str, source: str, construction_quirk: bool
     return dict(variables)
 
 
+def class_embedding_table(path: str) -> np.ndarray | None:
+    """The pretrained class-embedding table of `train.class_embedding` ('' = none: random N(0, 1) tables, the
+    original's rand_embedding)."""
+    if not path:
+        return None
+    try:
+        return ce.load_class_embeddings(path)
+    except ce.ClassEmbeddingError as e:
+        raise ModelSetupError(f"train.class_embedding: {e}") from None
+
+
 def init_discriminator(module: pd.ProjectedDiscriminator, dcfg: Any, resolution: int, c_dim: int,
-                       key: jax.Array) -> dict[str, Any]:
-    """Fresh D variables (random CCM/CSM and heads) with each backbone's pretrained weights loaded."""
+                       key: jax.Array, class_table: np.ndarray | None = None) -> dict[str, Any]:
+    """Fresh D variables (random CCM/CSM and heads) with each backbone's pretrained weights loaded, and the
+    heads' class embeddings from `class_table` when given (pg_modules/discriminator.py L101)."""
     x = jnp.zeros((2, resolution, resolution, 3), jnp.float32)
     c = jnp.zeros((2, c_dim), jnp.float32)
     variables = jax.jit(lambda k: module.init({"params": k}, x, c, train=False))(key)
@@ -113,16 +126,30 @@ def init_discriminator(module: pd.ProjectedDiscriminator, dcfg: Any, resolution:
                 variables = pd.load_into(variables, bb, "pretrained", loaded)
             except ValueError as e:
                 raise ModelSetupError(f"discriminator.weights.{bb}: {e}") from None
+    if class_table is not None:
+        try:
+            variables = {**variables, "params": ce.put_head_tables(variables["params"], class_table,
+                                                                    "train.class_embedding")}
+        except ce.ClassEmbeddingError as e:
+            raise ModelSetupError(str(e)) from None
     return variables
 
 
-def build_generator(model_cfg: Any, prev_stage_checkpoint: str, key: jax.Array
-                    ) -> tuple[GeneratorSpec, dict[str, Any], Any, bool]:
-    """(spec, variables, trainable mask, head_only) of the stage `model_cfg.resolution`."""
+def build_generator(model_cfg: Any, prev_stage_checkpoint: str, key: jax.Array,
+                    class_table: np.ndarray | None = None) -> tuple[GeneratorSpec, dict[str, Any], Any, bool]:
+    """(spec, variables, trainable mask, head_only) of the stage `model_cfg.resolution`. A stem starts its
+    mapping's class embedding from `class_table` when given (networks_stylegan3_resetting.py L137); a superres
+    stage keeps the previous stage's trained table."""
     chain = spec_chain_from_config(model_cfg)
     if len(chain) == 1:
         spec = chain[0]
         variables = jax.tree.map(np.asarray, dict(init_generator(spec, key)))
+        if class_table is not None and spec.c_dim:
+            try:
+                variables["params"] = ce.put_generator_table(variables["params"], class_table,
+                                                             "train.class_embedding")
+            except ce.ClassEmbeddingError as e:
+                raise ModelSetupError(str(e)) from None
         return spec, variables, jax.tree.map(lambda _: True, variables["params"]), False
     if not prev_stage_checkpoint:
         raise ModelSetupError(

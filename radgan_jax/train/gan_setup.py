@@ -72,12 +72,13 @@ def pl_weight_of(train_cfg: Any, head_only: bool) -> float:
 def build(config: Any, mesh: Any, class_probs: tuple[float, ...] | None) -> GanSetup:
     tc, res = config.train, int(config.model.resolution)
     seed_key = rng.root_key(int(config.seed))
+    class_table = gan_models.class_embedding_table(str(tc.get("class_embedding", "")))
     spec, g_vars, g_mask, head_only = gan_models.build_generator(config.model, tc.prev_stage_checkpoint,
-                                                                 rng.derive(seed_key, "init/G"))
+                                                                 rng.derive(seed_key, "init/G"), class_table)
     generator = gan_models.generator_module(spec, str(tc.synthesis_dtype))
     discriminator = gan_models.make_discriminator(config.discriminator, res)
     d_vars = gan_models.init_discriminator(discriminator, config.discriminator, res, spec.c_dim,
-                                           rng.derive(seed_key, "init/D"))
+                                           rng.derive(seed_key, "init/D"), class_table)
     g_tx = optim.make_optimizer(float(tc.g_lr), reg_interval=optim.G_REG_INTERVAL, trainable_mask=g_mask)
     d_tx = optim.make_optimizer(float(tc.d_lr), reg_interval=optim.D_REG_INTERVAL)
     state = create_gan_state(g_vars, d_vars, g_tx, d_tx)
