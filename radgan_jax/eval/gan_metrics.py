@@ -67,7 +67,7 @@ def accumulate(stats: FeatureStats, feats: jax.Array, keep: int | None = None) -
 
 
 def real_stats(batches: Iterator[dict[str, np.ndarray]], num: int, feature_fn: FeatureFn, mesh: Any,
-               progress: Callable[[int], None] | None = None) -> FeatureStats:
+               progress: Callable[[int], None] | None = None, capture_all: bool = False) -> FeatureStats:
     """Statistics of the first `num` real images of `batches` (global batches as host uint8, same on every host)."""
     jitted = jax.jit(lambda img: feature_fn(img.astype(jnp.float32) / 127.5 - 1))
     stats: FeatureStats | None = None
@@ -77,7 +77,7 @@ def real_stats(batches: Iterator[dict[str, np.ndarray]], num: int, feature_fn: F
             break
         feats = jitted(global_from_host(mesh, batch["image"]))
         if stats is None:
-            stats = FeatureStats(feats.shape[-1])
+            stats = FeatureStats(feats.shape[-1], capture_all=capture_all)
         accumulate(stats, feats, keep=min(num - seen, batch["image"].shape[0]))
         seen += batch["image"].shape[0]
         if progress:
@@ -90,7 +90,7 @@ def real_stats(batches: Iterator[dict[str, np.ndarray]], num: int, feature_fn: F
 
 def fake_stats(generate: Callable[[jax.Array, jax.Array], jax.Array], feature_fn: FeatureFn, *, num: int,
                batch_size: int, z_dim: int, c_dim: int, class_probs: tuple[float, ...] | None, seed_key: jax.Array,
-               mesh: Any) -> FeatureStats:
+               mesh: Any, capture_all: bool = False) -> FeatureStats:
     """Statistics of `num` generated images; `generate(z, c)` -> images in [-1, 1] (e.g. G_ema)."""
     logp = (np.log(np.asarray(class_probs, np.float64)) if class_probs is not None else np.zeros(c_dim))
     key = rng.derive(seed_key, "metrics/z")
@@ -108,7 +108,7 @@ def fake_stats(generate: Callable[[jax.Array, jax.Array], jax.Array], feature_fn
             c = np.concatenate([c, np.repeat(c[:1], batch_size - n, 0)])
         feats = fn(global_from_host(mesh, z), global_from_host(mesh, c))
         if stats is None:
-            stats = FeatureStats(feats.shape[-1])
+            stats = FeatureStats(feats.shape[-1], capture_all=capture_all)
         accumulate(stats, feats, keep=n)
     assert stats is not None
     return stats

@@ -27,6 +27,7 @@ from radgan_jax import rng
 from radgan_jax.checkpoint import Checkpointer, save_generator
 from radgan_jax.data.pipeline import GanInputPipeline, to_global
 from radgan_jax.eval import gan_metrics, grids, plots
+from radgan_jax.eval.kid import kernel_inception_distance
 from radgan_jax.parallel.mesh import make_mesh
 from radgan_jax.parallel.sharding import host_from_global
 from radgan_jax.train import gan_data, gan_models, gan_setup
@@ -56,7 +57,8 @@ def _host(tree: Any) -> Any:
 
 
 class MetricSet:
-    """FD on EfficientNet-Lite0 features (and Inception FID when its weights are given); real stats are cached."""
+    """FD on EfficientNet-Lite0 features (and Inception FID when its weights are given), plus KID on the same
+    features when `metrics.kid`; real statistics (and, for KID, real features) are cached in WORKDIR/metrics."""
 
     def __init__(self, config: Any, data_path: Path, res: int, mesh: Any, workdir: Path):
         mcfg = config.metrics
@@ -72,25 +74,28 @@ class MetricSet:
 
             self.fns["fid"] = gan_metrics.inception_feature_fn(load_inception(mcfg.inception_path))
         self.data_path, self.res, self.seed = data_path, res, int(config.seed)
+        self.kid = bool(mcfg.get("kid", False))
         self.cache = workdir / "metrics"
 
     def _real(self, name: str, num: int, batch: int) -> Any:
         if name not in self.real:
             size = f"_in{int(self.cfg.effnet_input_size)}" if name == "fd_effnet" else ""
             path = self.cache / f"{name}{size}_real_{self.res}px_{num}.npz"
-            if path.exists():
-                z = np.load(path)
+            z = np.load(path) if path.exists() else None
+            if z is not None and (not self.kid or "features" in z.files):
                 stats = gan_metrics.FeatureStats(int(z["num_features"]), int(z["num_items"]), z["raw_mean"],
-                                                 z["raw_cov"])
+                                                 z["raw_cov"], capture_all=self.kid,
+                                                 rows=[z["features"]] if self.kid else [])
             else:
                 pipe = GanInputPipeline(self.data_path, self.res, global_batch_size=batch, seed=self.seed,
                                         xflip=False, shard_index=0, shard_count=1, num_epochs=1)
-                stats = gan_metrics.real_stats(iter(pipe), num, self.fns[name], self.mesh)
+                stats = gan_metrics.real_stats(iter(pipe), num, self.fns[name], self.mesh, capture_all=self.kid)
                 pipe.close()
                 if jax.process_index() == 0:
                     self.cache.mkdir(parents=True, exist_ok=True)
+                    extra = {"features": stats.get_all()} if self.kid else {}
                     np.savez(path, num_features=stats.num_features, num_items=stats.num_items,
-                             raw_mean=stats.raw_mean, raw_cov=stats.raw_cov)
+                             raw_mean=stats.raw_mean, raw_cov=stats.raw_cov, **extra)
             self.real[name] = stats
         return self.real[name]
 
@@ -103,8 +108,12 @@ class MetricSet:
             fake = gan_metrics.fake_stats(
                 lambda z, c, ema=ema: setup.generator.apply(ema, z, c), fn, num=int(self.cfg.fd_num_fake),
                 batch_size=batch, z_dim=setup.spec.z_dim, c_dim=setup.spec.c_dim,
-                class_probs=setup.step_cfg.class_probs, seed_key=rng.root_key(self.seed), mesh=self.mesh)
+                class_probs=setup.step_cfg.class_probs, seed_key=rng.root_key(self.seed), mesh=self.mesh,
+                capture_all=self.kid)
             out[name] = gan_metrics.frechet(real, fake)
+            if self.kid:  # kid50k_full's estimator on the same features: 'kid' (Inception), 'kid_effnet'
+                out["kid" if name == "fid" else "kid_effnet"] = kernel_inception_distance(
+                    real.get_all(), fake.get_all(), seed=self.seed)
         return out
 
 
@@ -267,13 +276,18 @@ def _export(path: Path, state: GanState, spec: Any, step: int, kimg: float) -> N
 
 
 def _plots(wd: Path, meta: dict) -> None:
-    """fd_curve.png (every metric vs kimg, log scale) and loss_curves.png (per-tick mean G and D losses)."""
+    """fd_curve.png (FDs vs kimg, log scale), kid_curve.png (KIDs) and loss_curves.png (per-tick G and D losses)."""
     history = meta.get("history", [])
     names = sorted({k for h in history for k in h if k != "kimg"})
-    if names:
-        plots.plot_curves(wd / "fd_curve.png", {n: ([h["kimg"] for h in history if n in h],
-                                                   [h[n] for h in history if n in h]) for n in names},
-                          title="Frechet distance of G_ema", xlabel="kimg", ylabel="FD", logy=True)
+    curves = {n: ([h["kimg"] for h in history if n in h], [h[n] for h in history if n in h]) for n in names}
+    fds = {n: v for n, v in curves.items() if not n.startswith("kid")}
+    kids = {n: v for n, v in curves.items() if n.startswith("kid")}
+    if fds:
+        plots.plot_curves(wd / "fd_curve.png", fds, title="Frechet distance of G_ema", xlabel="kimg", ylabel="FD",
+                          logy=True)
+    if kids:  # KID is unbiased, so it can dip below 0: linear axis
+        plots.plot_curves(wd / "kid_curve.png", kids, title="Kernel Inception Distance of G_ema", xlabel="kimg",
+                          ylabel="KID")
     losses = [x for x in meta.get("losses", []) if x.get("G") is not None]
     if len(losses) > 1:
         plots.plot_curves(wd / "loss_curves.png", {k: ([x["kimg"] for x in losses], [x[k] for x in losses])

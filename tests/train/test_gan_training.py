@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -114,14 +115,14 @@ def test_steps_agree_on_8_and_1_devices_and_rerun_is_bit_identical(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- acceptance 3
-def _train_cmd(workdir: Path, total_kimg: float) -> list[str]:
+def _train_cmd(workdir: Path, total_kimg: float, *extra: str) -> list[str]:
     return [sys.executable, "-m", "radgan_jax.main", "--config=configs/quickstart.py", f"--workdir={workdir}",
             "--config.discriminator.weights.tf_efficientnet_lite0=random", "--config.discriminator.input_size=32",
             "--config.discriminator.projector_im_res=32", "--config.data.builtin_per_class=6",
             "--config.metrics.fd_effnet=False", "--config.tensorboard=False", "--config.progress=False",
             f"--config.train.total_kimg={total_kimg}", "--config.train.kimg_per_tick=0.016",
             "--config.checkpoint.every_kimg=0.016", "--config.checkpoint.keep=2", "--config.samples.every_ticks=2",
-            "--config.train.blur_fade_kimg=0.05"]
+            "--config.train.blur_fade_kimg=0.05", *extra]
 
 
 def _final_state(workdir: Path) -> tuple[int, dict[str, np.ndarray]]:
@@ -136,9 +137,17 @@ def _final_state(workdir: Path) -> tuple[int, dict[str, np.ndarray]]:
 def test_kill_9_then_resume_is_bit_identical(tmp_path):
     cache = tmp_path / "jax_cache"
     total = 0.064  # 8 iterations of batch 8, a checkpoint every 2
-    ref = tmp_path / "ref"
-    subprocess.run(_train_cmd(ref, total), check=True, env=_env(cache=cache), cwd=REPO, timeout=900,
-                   capture_output=True)
+    ref = tmp_path / "ref"  # with FD + KID at every checkpoint (metrics never touch the training state)
+    subprocess.run(_train_cmd(ref, total, "--config.metrics.fd_effnet=True", "--config.metrics.kid=True",
+                              "--config.metrics.fd_num_real=24", "--config.metrics.fd_num_fake=24",
+                              "--config.metrics.batch_size=8", "--config.metrics.effnet_input_size=32"),
+                   check=True, env=_env(cache=cache), cwd=REPO, timeout=900, capture_output=True)
+    rows = [json.loads(line) for line in (ref / "stats.jsonl").read_text().splitlines()]
+    kids = [r["Metrics/kid_effnet"] for r in rows if "Metrics/kid_effnet" in r]
+    fds = [r["Metrics/fd_effnet"] for r in rows if "Metrics/fd_effnet" in r]
+    assert len(kids) == len(fds) == 5 and np.isfinite(kids).all() and min(fds) > 0  # at 0, 2, 4, 6, 8
+    assert (ref / "kid_curve.png").is_file() and (ref / "fd_curve.png").is_file()
+    assert "features" in np.load(next((ref / "metrics").glob("fd_effnet*.npz"))).files
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(killed, total), env=_env(cache=cache), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
