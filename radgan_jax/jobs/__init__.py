@@ -24,6 +24,7 @@ _MODULES: dict[str, str] = {
     "data_convert": "radgan_jax.jobs.data_convert",
     "generate": "radgan_jax.jobs.generate",
     "print_config": "radgan_jax.jobs.print_config",
+    "seg_plan": "radgan_jax.jobs.seg_plan",
     "summary": "radgan_jax.jobs.summary",
     "train_gan": "radgan_jax.jobs.train_gan",
 }
