@@ -25,6 +25,7 @@ _MODULES: dict[str, str] = {
     "generate": "radgan_jax.jobs.generate",
     "print_config": "radgan_jax.jobs.print_config",
     "seg_plan": "radgan_jax.jobs.seg_plan",
+    "seg_train": "radgan_jax.jobs.seg_train",
     "summary": "radgan_jax.jobs.summary",
     "train_gan": "radgan_jax.jobs.train_gan",
 }
