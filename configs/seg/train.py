@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.compute_dtype = "float32"  # 'bfloat16': conv compute in bf16, params and loss in fp32
     config.pretrained = ""
     config.checkpoint_every = 1       # epochs between resumable checkpoints
+    config.final_validation = True    # sliding-window prediction of the fold's validation cases -> summary.json
     config.progress = True
     if arg == "quick":
         config.epochs, config.iterations_per_epoch, config.val_iterations = 2, 5, 2

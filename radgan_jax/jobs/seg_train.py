@@ -190,7 +190,65 @@ def run(config: Any, workdir: str) -> None:
     ckpt.close()
     if not (wd / "checkpoint_final").exists():
         _save_params(wd / "checkpoint_final", state.params, {"epoch": epochs})
+    if config.final_validation and val_ids:
+        raw_root = config.raw_dataset or raw_dataset_of(ds)
+        summary = final_validation(wd / "validation", ds, plan, state.params, val_ids, raw_root, is_main,
+                                   bool(config.progress))
+        logging.info("validation (sliding window, %d cases): foreground mean Dice %.4f", len(val_ids),
+                     summary["foreground_mean"]["Dice"])
     logging.info("seg_train: done; best EMA pseudo Dice %s; outputs in %s", log.best_ema, wd)
+
+
+def raw_dataset_of(ds: PreprocessedDataset) -> str:
+    """The raw dataset seg_plan planned (recorded in PLANS_DIR/raw_dataset.json)."""
+    path = ds.root / "raw_dataset.json"
+    if not path.is_file():
+        raise SystemExit(f"seg_train: {path} missing: set --config.raw_dataset=RAW_DATASET_DIR for the validation "
+                         "references (or --config.final_validation=False)")
+    return str(json.loads(path.read_text())["path"])
+
+
+def final_validation(out: Path, ds: PreprocessedDataset, plan: dict, params: Any, val_ids: list[str],
+                     raw_root: str, is_main: bool, progress: bool) -> dict:
+    """nnUNetTrainer.perform_actual_validation: sliding-window prediction of every validation case (Gaussian,
+    mirroring), exported to the raw geometry, against the raw labels -> summary.json; plus overlay PNGs."""
+    from PIL import Image
+
+    from radgan_jax.seg import evaluate, export, inference
+    from radgan_jax.seg.raw_dataset import open_raw_dataset
+
+    raw = open_raw_dataset(raw_root)
+    module = unet_from_plan(plan, ds.num_input_channels, ds.num_segmentation_heads, deep_supervision=False)
+    apply_fn = lambda p, x: module.apply({"params": p}, x)  # noqa: E731 - one object: compiled once per shape
+    patch = [int(p) for p in plan["patch_size"]]
+    refs, preds = {}, {}
+    ids = val_ids
+    if progress and is_main:
+        from tqdm import tqdm
+
+        ids = tqdm(val_ids, desc="validation", unit="case")
+    if is_main:
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+    for case_id in ids:
+        case = ds.load(case_id)
+        image = np.moveaxis(case.data[:, 0], 0, -1)  # [C, 1, H, W] -> [H, W, C]
+        logits = np.asarray(inference.predict_sliding_window(apply_fn, params, image, patch), np.float32)
+        seg = export.logits_to_raw_segmentation(np.moveaxis(logits, -1, 0)[:, None], ds.properties(case_id),
+                                                ds.plans)
+        raw_data, raw_seg, _ = raw.load(case_id)
+        if raw_seg is None:
+            raise SystemExit(f"seg_train validation: raw case {case_id} of {raw_root} has no label file")
+        preds[case_id], refs[case_id] = seg[0], raw_seg[0, 0].astype(np.int16)
+        if is_main:
+            img = np.moveaxis(raw_data[:, 0], 0, -1)
+            pic = export.side_by_side([export.overlay(img, refs[case_id]), export.overlay(img, preds[case_id],
+                                                                                          refs[case_id])])
+            Image.fromarray(pic).save(out / "overlays" / f"{case_id}.png")
+    labels = ds.foreground_labels
+    summary = evaluate.compute_metrics_on_cases(refs, preds, labels, ds.ignore_label)
+    if is_main:
+        evaluate.save_summary_json(summary, out / "summary.json")
+    return summary
 
 
 def _save_params(path: Path, params: Any, meta: dict) -> None:
