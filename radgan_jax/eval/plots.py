@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -114,6 +115,18 @@ def _finite_points(xs: Sequence[float], ys: Sequence[float], logy: bool) -> list
     return points
 
 
+def frame_box(draw: ImageDraw.ImageDraw, ylabels: Sequence[str], width: int, height: int, font: Any
+              ) -> tuple[int, int, int, int, int]:
+    """(left, top, right, bottom, label height) of the plot area: room for the y tick labels, the axis labels
+    and the title. ValueError when the picture is too small."""
+    label_h = _text_size(draw, "Ag", font)[1]
+    left = 16 + label_h + 8 + max((_text_size(draw, s, font)[0] for s in ylabels), default=0) + 6
+    top, right, bottom = 40, width - 20, height - (2 * label_h + 24)
+    if right - left < 50 or bottom - top < 50:
+        raise ValueError(f"plot of {width}x{height} is too small for its labels")
+    return left, top, right, bottom, label_h
+
+
 def plot_curves(path: str | os.PathLike, series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str,
                 xlabel: str, ylabel: str, logy: bool = False, width: int = 800, height: int = 500) -> None:
     """Line plot of `{name: (xs, ys)}` -> RGB PNG at `path`.
@@ -144,11 +157,7 @@ def plot_curves(path: str | os.PathLike, series: dict[str, tuple[Sequence[float]
     xstep = xticks[1] - xticks[0] if len(xticks) > 1 else None
     xlabels = [_tick_label(t, xstep) for t in xticks]
 
-    label_h = _text_size(draw, "Ag", font)[1]
-    left = 16 + label_h + 8 + max((_text_size(draw, s, font)[0] for s in ylabels), default=0) + 6
-    top, right, bottom = 40, width - 20, height - (2 * label_h + 24)
-    if right - left < 50 or bottom - top < 50:
-        raise ValueError(f"plot of {width}x{height} is too small for its labels")
+    left, top, right, bottom, label_h = frame_box(draw, ylabels, width, height, font)
 
     def to_px(x: float, y: float) -> tuple[int, int]:
         px = left + (x - xlo) / (xhi - xlo) * (right - left)

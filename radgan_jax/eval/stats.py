@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from radgan_jax.eval.plots import PALETTE, _font, _put_text, _text_size, _tick_label, linear_ticks
+from radgan_jax.eval.plots import PALETTE, _font, _put_text, _text_size, _tick_label, frame_box, linear_ticks
 
 ZERO_METHODS = ("wilcox", "pratt", "zsplit")
 
@@ -134,11 +134,7 @@ def plot_dice(path: str | os.PathLike, groups: Mapping[str, Sequence[float]], ti
     ticks = linear_ticks(lo, hi)
     step = ticks[1] - ticks[0] if len(ticks) > 1 else None
     labels = [_tick_label(t, step) for t in ticks]
-    label_h = _text_size(draw, "Ag", font)[1]
-    left = 16 + label_h + 8 + max((_text_size(draw, s, font)[0] for s in labels), default=0) + 6
-    top, right, bottom = 40, width - 20, height - (2 * label_h + 24)
-    if right - left < 50 or bottom - top < 50:
-        raise ValueError(f"plot of {width}x{height} is too small for its labels")
+    left, top, right, bottom, label_h = frame_box(draw, labels, width, height, font)
 
     def py(y: float) -> int:  # values outside ylim are drawn on the frame
         return min(max(round(bottom - (y - lo) / (hi - lo) * (bottom - top)), top), bottom)
