@@ -88,17 +88,24 @@ def real_stats(batches: Iterator[dict[str, np.ndarray]], num: int, feature_fn: F
     return stats
 
 
-def fake_stats(generate: Callable[[jax.Array, jax.Array], jax.Array], feature_fn: FeatureFn, *, num: int,
+def fake_feature_fn(generate: Callable[[Any, jax.Array, jax.Array], jax.Array], feature_fn: FeatureFn
+                    ) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+    """Jitted `(variables, z, c) -> features` of generated images; build it once and reuse it for every
+    evaluation (the generator's variables are an argument, so a new G_ema does not recompile)."""
+    return jax.jit(lambda variables, z, c: feature_fn(jnp.clip(generate(variables, z, c), -1, 1)))
+
+
+def fake_stats(features: Callable[[Any, jax.Array, jax.Array], jax.Array], variables: Any, *, num: int,
                batch_size: int, z_dim: int, c_dim: int, class_probs: tuple[float, ...] | None, seed_key: jax.Array,
                mesh: Any, capture_all: bool = False) -> FeatureStats:
-    """Statistics of `num` generated images; `generate(z, c)` -> images in [-1, 1] (e.g. G_ema)."""
+    """Statistics of `num` generated images; `features` from `fake_feature_fn` (e.g. of G_ema), `variables` the
+    generator's."""
     logp = (np.log(np.asarray(class_probs, np.float64)) if class_probs is not None else np.zeros(c_dim))
     key = rng.derive(seed_key, "metrics/z")
     z_all = np.asarray(jax.random.normal(key, (num, z_dim), jnp.float32))
     labels = np.asarray(jax.random.categorical(rng.derive(seed_key, "metrics/c"), jnp.asarray(logp, jnp.float32),
                                                shape=(num,)))
     c_all = np.eye(c_dim, dtype=np.float32)[labels]
-    fn = jax.jit(lambda z, c: feature_fn(jnp.clip(generate(z, c), -1, 1)))
     stats: FeatureStats | None = None
     for start in range(0, num, batch_size):
         z, c = z_all[start:start + batch_size], c_all[start:start + batch_size]
@@ -106,7 +113,7 @@ def fake_stats(generate: Callable[[jax.Array, jax.Array], jax.Array], feature_fn
         if n < batch_size:  # pad the last batch to the compiled shape
             z = np.concatenate([z, np.zeros((batch_size - n, z_dim), np.float32)])
             c = np.concatenate([c, np.repeat(c[:1], batch_size - n, 0)])
-        feats = fn(global_from_host(mesh, z), global_from_host(mesh, c))
+        feats = features(variables, global_from_host(mesh, z), global_from_host(mesh, c))
         if stats is None:
             stats = FeatureStats(feats.shape[-1], capture_all=capture_all)
         accumulate(stats, feats, keep=n)

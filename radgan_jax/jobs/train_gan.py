@@ -62,7 +62,7 @@ class MetricSet:
 
     def __init__(self, config: Any, data_path: Path, res: int, mesh: Any, workdir: Path):
         mcfg = config.metrics
-        self.mesh, self.cfg, self.fns, self.real = mesh, mcfg, {}, {}
+        self.mesh, self.cfg, self.fns, self.real, self.fake_fns = mesh, mcfg, {}, {}, {}
         if mcfg.fd_effnet:
             src = gan_models.load_backbone_variables("tf_efficientnet_lite0", str(mcfg.effnet_weights),
                                                     construction_quirk=False)
@@ -104,9 +104,10 @@ class MetricSet:
         batch = max(1, int(self.cfg.batch_size))
         for name, fn in self.fns.items():
             real = self._real(name, min(int(self.cfg.fd_num_real), num_records), batch)
-            ema = state.ema_variables
+            if name not in self.fake_fns:  # compiled once per run, not per evaluation
+                self.fake_fns[name] = gan_metrics.fake_feature_fn(setup.generator.apply, fn)
             fake = gan_metrics.fake_stats(
-                lambda z, c, ema=ema: setup.generator.apply(ema, z, c), fn, num=int(self.cfg.fd_num_fake),
+                self.fake_fns[name], state.ema_variables, num=int(self.cfg.fd_num_fake),
                 batch_size=batch, z_dim=setup.spec.z_dim, c_dim=setup.spec.c_dim,
                 class_probs=setup.step_cfg.class_probs, seed_key=rng.root_key(self.seed), mesh=self.mesh,
                 capture_all=self.kid)
