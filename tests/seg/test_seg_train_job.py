@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # ~70 s; the default suite's seg checks are per component
 
 
 def _env(cache: Path) -> dict[str, str]:

@@ -52,17 +52,23 @@ def test_tables_initialise_generator_and_every_discriminator_head(tmp_path: Path
     from radgan_jax.train import gan_models
 
     config = quickstart.get_config()
-    config.discriminator.weights.tf_efficientnet_lite0 = "random"
     g_table = _table(16, 32)  # quickstart: embed_num 16, embed_dim 32
     _, g_vars, _, _ = gan_models.build_generator(config.model, "", jax.random.key(0), g_table)
     np.testing.assert_array_equal(g_vars["params"]["mapping"]["embed"]["weight"], g_table)
-    d_table = _table(1000, 320, seed=1)
+    # the D's variable tree (shapes only: no compile) with every conditional mini disc's 1000 x 320 table
     module = gan_models.make_discriminator(config.discriminator, 16)
-    d_vars = gan_models.init_discriminator(module, config.discriminator, 16, 4, jax.random.key(1), d_table)
-    heads = d_vars["params"]["tf_efficientnet_lite0_disc"]
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(1), np.zeros((2, 16, 16, 3), np.float32),
+                                                np.zeros((2, 4), np.float32), train=False))
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes["params"]))
+    d_table = _table(1000, 320, seed=1)
+    new = ce.put_head_tables(params, d_table, "t")
+    heads = new["tf_efficientnet_lite0_disc"]
     assert len(heads) == 3
     for disc in heads.values():
         np.testing.assert_array_equal(disc["embed"], d_table)
+    assert not any(np.shares_memory(a, d_table) for a in (d["embed"] for d in heads.values()))
+    with pytest.raises(ce.ClassEmbeddingError, match=r"\(16, 32\).*needs \(1000, 320\)"):
+        ce.put_head_tables(params, g_table, "t")
     with pytest.raises(gan_models.ModelSetupError, match=r"\(1000, 320\).*needs \(16, 32\)"):
         gan_models.build_generator(config.model, "", jax.random.key(0), d_table)
     with pytest.raises(gan_models.ModelSetupError, match="train.class_embedding.*missing.pkl"):

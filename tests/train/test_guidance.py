@@ -35,6 +35,7 @@ def four_class_file(tmp_path_factory) -> Path:
     return lite0_classifier_file(tmp_path_factory.mktemp("cls") / "lite0_4cls.npz", 4)
 
 
+@pytest.mark.slow  # ~30 s (EfficientNet at 224 px); the default suite checks guidance in the superres step test
 def test_guidance_loss_matches_torch_preprocessing_and_cross_entropy(four_class_file):
     torch = pytest.importorskip("torch")
     classifier, variables = guidance.load_guidance_classifier(NET, str(four_class_file), c_dim=4)
