@@ -47,14 +47,10 @@ NNUNET_CHILD = textwrap.dedent("""
     plans = json.load(open(os.path.join(pre, 'nnUNetPlans.json')))
     dataset_json = json.load(open(os.path.join(pre, 'dataset.json')))
 
-    class Budget(nnUNetTrainer):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            self.num_epochs, self.num_iterations_per_epoch = epochs, iters
-            self.num_val_iterations_per_epoch = val_iters
-
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    t = Budget(plans, '2d', 0, dataset_json, device=device)
+    plans['continue_training'] = False  # what nnunetv2.run.run_training adds before building the trainer
+    t = nnUNetTrainer(dict(plans), '2d', 0, dataset_json, device=device)
+    t.num_epochs, t.num_iterations_per_epoch, t.num_val_iterations_per_epoch = epochs, iters, val_iters
     t.run_training()
     t.perform_actual_validation(False)
     lg = getattr(t.logger, 'local_logger', t.logger).my_fantastic_logging
@@ -86,6 +82,7 @@ def main() -> int:
     p.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default="")
     p.add_argument("--skip-nnunet", action="store_true")
+    p.add_argument("--reuse", action="store_true", help="keep our finished plan and run in --out")
     args = p.parse_args()
     shared = Path(os.environ.get("RADGAN_SHARED", REPO.parent / "shared"))
     frames = shared / "data" / "CVC-ClinicDB"
@@ -106,8 +103,9 @@ def main() -> int:
                        "--config.progress=False"), env)
     raw = next(raw_root.glob(f"Dataset{DATASET_ID}_*"))
     plans_dir = out / "ours_plan"
-    _run(_main_cmd("configs/seg/plan.py", plans_dir, f"--config.dataset={raw}", "--config.num_workers=2",
-                   "--config.progress=False"), env)
+    if not (args.reuse and (plans_dir / "nnUNetPlans.json").is_file()):
+        _run(_main_cmd("configs/seg/plan.py", plans_dir, f"--config.dataset={raw}", "--config.num_workers=2",
+                       "--config.progress=False"), env)
     from radgan_jax.seg import splits as splits_lib
 
     case_ids = sorted(p.stem for p in (plans_dir / "nnUNetPlans_2d").glob("*.npz"))
@@ -116,9 +114,10 @@ def main() -> int:
 
     t0 = time.time()
     run_dir = out / "ours_fold0"
-    _run(_main_cmd("configs/seg/train.py", run_dir, f"--config.plans={plans_dir}", "--config.fold=0",
-                   f"--config.epochs={args.epochs}", f"--config.iterations_per_epoch={args.iters}",
-                   f"--config.val_iterations={args.val_iters}", "--config.progress=False"), env)
+    if not (args.reuse and (run_dir / "validation" / "summary.json").is_file()):
+            _run(_main_cmd("configs/seg/train.py", run_dir, f"--config.plans={plans_dir}", "--config.fold=0",
+                       f"--config.epochs={args.epochs}", f"--config.iterations_per_epoch={args.iters}",
+                       f"--config.val_iterations={args.val_iters}", "--config.progress=False"), env)
     ours_wall = time.time() - t0
     log = [json.loads(line) for line in (run_dir / "training_log.jsonl").read_text().splitlines()]
     ours_dice = json.loads((run_dir / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
@@ -128,7 +127,7 @@ def main() -> int:
     ref = None
     if not args.skip_nnunet:
         nn_env = dict(env, nnUNet_raw=str(raw_root), nnUNet_preprocessed=str(out / "nnUNet_preprocessed"),
-                      nnUNet_results=str(out / "nnUNet_results"), nnUNet_n_proc_DA="0")
+                      nnUNet_results=str(out / "nnUNet_results"), nnUNet_n_proc_DA="1")
         text = _run([sys.executable, "-c", NNUNET_CHILD, str(DATASET_ID), str(args.epochs), str(args.iters),
                      str(args.val_iters), str(args.torch_threads), str(split_file)], nn_env)
         ref = json.loads(next(line for line in text.splitlines() if line.startswith("RESULT "))[7:])
