@@ -104,6 +104,7 @@ def _run_job(dataset: str, out: Path, **overrides) -> None:
     seg_plan.run(config, str(out))
 
 
+@pytest.mark.slow  # ~20 s; planner rules vs nnunetv2 stay in the default suite (synthetic fingerprints)
 def test_phantom_task_plan_matches_nnunetv2(tmp_path):
     """The job's built-in task (ct_abdomen phantoms in HU, nii.gz): fingerprint and 2d plan equal nnunetv2's;
     the preprocessed folder has one npz + json per case."""

@@ -43,8 +43,14 @@ def test_quickstart_fd_drops_30_percent(repo_root: Path, tmp_path: Path):
 
 def test_cvc_clinicdb_32px_fd_drops_30_percent(repo_root: Path, tmp_path: Path, shared_dir: Path):
     frames = shared_dir / "data" / "CVC-ClinicDB" / "Original"
-    history = _train(repo_root, tmp_path / "cvc", f"--config.data.path={frames}", "--config.data.format=image_folder",
+    workdir = tmp_path / "cvc"
+    history = _train(repo_root, workdir, f"--config.data.path={frames}", "--config.data.format=image_folder",
                      "--config.data.builtin=", "--config.model.c_dim=1", "--config.model.resolution=32",
-                     "--config.model.stem_resolution=32")
+                     "--config.model.stem_resolution=32", "--config.metrics.kid=True")
     start, end = history[0][1], history[-1][1]
     assert end <= 0.7 * start, f"FD {start:.1f} -> {end:.1f} ({history})"
+    # KID on the same features at every evaluation (kid50k_full's estimator), with its own curve
+    rows = [json.loads(line) for line in (workdir / "stats.jsonl").read_text().splitlines()]
+    kids = [r["Metrics/kid_effnet"] for r in rows if r.get("Metrics/kid_effnet") is not None]
+    assert len(kids) == len(history) and kids[-1] < kids[0], kids
+    assert (workdir / "kid_curve.png").is_file()

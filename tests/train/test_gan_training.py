@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -137,17 +136,9 @@ def _final_state(workdir: Path) -> tuple[int, dict[str, np.ndarray]]:
 def test_kill_9_then_resume_is_bit_identical(tmp_path):
     cache = tmp_path / "jax_cache"
     total = 0.064  # 8 iterations of batch 8, a checkpoint every 2
-    ref = tmp_path / "ref"  # with FD + KID at every checkpoint (metrics never touch the training state)
-    subprocess.run(_train_cmd(ref, total, "--config.metrics.fd_effnet=True", "--config.metrics.kid=True",
-                              "--config.metrics.fd_num_real=24", "--config.metrics.fd_num_fake=24",
-                              "--config.metrics.batch_size=8", "--config.metrics.effnet_input_size=32"),
-                   check=True, env=_env(cache=cache), cwd=REPO, timeout=900, capture_output=True)
-    rows = [json.loads(line) for line in (ref / "stats.jsonl").read_text().splitlines()]
-    kids = [r["Metrics/kid_effnet"] for r in rows if "Metrics/kid_effnet" in r]
-    fds = [r["Metrics/fd_effnet"] for r in rows if "Metrics/fd_effnet" in r]
-    assert len(kids) == len(fds) == 5 and np.isfinite(kids).all() and min(fds) > 0  # at 0, 2, 4, 6, 8
-    assert (ref / "kid_curve.png").is_file() and (ref / "fd_curve.png").is_file()
-    assert "features" in np.load(next((ref / "metrics").glob("fd_effnet*.npz"))).files
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(ref, total), check=True, env=_env(cache=cache), cwd=REPO, timeout=900,
+                   capture_output=True)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(killed, total), env=_env(cache=cache), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -195,7 +186,8 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     assert (killed / "samples" / "reals.png").is_file()
 
 
-def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
+@pytest.mark.parametrize("guidance", [False, pytest.param(True, marks=pytest.mark.slow)])  # slow: +~60 s
+def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path, guidance):
     """A 32 px stage from a 16 px stem checkpoint: mapping and stem layers stay frozen, the head and the
     synthesis input train (loss.py train_head_only), no pl regularization (pl_weight 0), D is fresh. With
     classifier guidance on (a local 4-class EfficientNet-Lite0), Gmain's reported guidance loss is the cross
@@ -216,9 +208,10 @@ def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
     stem_spec = spec_chain_from_config(config.model)[0]
     save_generator(tmp_path / "stem", init_generator(stem_spec, jax.random.key(3)), stem_spec)
     config.train.prev_stage_checkpoint = str(tmp_path / "stem")
-    config.train.cls_weight = 0.5
-    config.train.cls_model = "tf_efficientnet_lite0"
-    config.train.cls_weights = str(lite0_classifier_file(tmp_path / "cls.npz", 4))
+    if guidance:
+        config.train.cls_weight = 0.5
+        config.train.cls_model = "tf_efficientnet_lite0"
+        config.train.cls_weights = str(lite0_classifier_file(tmp_path / "cls.npz", 4))
     mesh = make_mesh({"data": -1})
     setup = gan_setup.build(config, mesh, class_probs=None)
     assert setup.head_only and setup.pl_weight == 0.0
@@ -227,15 +220,16 @@ def test_superres_stage_grows_the_stem_and_trains_only_the_head(tmp_path):
              "label": np.arange(8) % 4}
     state, metrics = setup.step_fn(setup.state, jax.tree.map(lambda a: global_from_host(mesh, a), batch), do_pl=False)
     assert np.isfinite(float(metrics["Loss/D/loss"]))
-    # guidance: Gmain draws z from 'gen_z/Gmain' and uniform classes from 'gen_c/Gmain' at step 0
-    train_key = rng.derive(rng.root_key(int(config.seed)), "train")
-    z = jax.random.normal(rng.derive(train_key, "gen_z/Gmain", step=0), (8, setup.spec.z_dim))
-    labels = jax.random.categorical(rng.derive(train_key, "gen_c/Gmain", step=0), jnp.zeros(4), shape=(8,))
-    c = jax.nn.one_hot(labels, 4)
-    img = setup.generator.apply(setup.state.g_variables, z, c)
-    classifier, cls_vars = gan_setup.guidance_classifier(config.train, True, 4, mesh)
-    np.testing.assert_allclose(float(metrics["Loss/G/guidance_loss"]), float(classifier.loss(cls_vars, img, c)),
-                               rtol=1e-5)
+    assert ("Loss/G/guidance_loss" in metrics) == guidance
+    if guidance:  # Gmain draws z from 'gen_z/Gmain' and uniform classes from 'gen_c/Gmain' at step 0
+        train_key = rng.derive(rng.root_key(int(config.seed)), "train")
+        z = jax.random.normal(rng.derive(train_key, "gen_z/Gmain", step=0), (8, setup.spec.z_dim))
+        labels = jax.random.categorical(rng.derive(train_key, "gen_c/Gmain", step=0), jnp.zeros(4), shape=(8,))
+        c = jax.nn.one_hot(labels, 4)
+        img = setup.generator.apply(setup.state.g_variables, z, c)
+        classifier, cls_vars = gan_setup.guidance_classifier(config.train, True, 4, mesh)
+        np.testing.assert_allclose(float(metrics["Loss/G/guidance_loss"]),
+                                   float(classifier.loss(cls_vars, img, c)), rtol=1e-5)
     after = jax.tree.map(np.asarray, state.g_params)
     heads = set(setup.spec.synthesis.layer_names[-4:]) | {"input"}  # head_layers + 1 new layers
     flat_b = dict(jax.tree_util.tree_flatten_with_path(before)[0])
