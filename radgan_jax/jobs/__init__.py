@@ -23,6 +23,7 @@ _MODULES: dict[str, str] = {
     "data_verify": "radgan_jax.jobs.data_verify",
     "data_convert": "radgan_jax.jobs.data_convert",
     "generate": "radgan_jax.jobs.generate",
+    "interpret_export": "radgan_jax.jobs.interpret_export",
     "print_config": "radgan_jax.jobs.print_config",
     "seg_plan": "radgan_jax.jobs.seg_plan",
     "seg_train": "radgan_jax.jobs.seg_train",

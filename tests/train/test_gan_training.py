@@ -133,6 +133,7 @@ def _final_state(workdir: Path) -> tuple[int, dict[str, np.ndarray]]:
     return step, {jax.tree_util.keystr(p): np.asarray(x) for p, x in flat}
 
 
+@pytest.mark.slow  # ~300 s on 2 cores (4 training processes); run with -m slow
 def test_kill_9_then_resume_is_bit_identical(tmp_path):
     cache = tmp_path / "jax_cache"
     total = 0.064  # 8 iterations of batch 8, a checkpoint every 2
