@@ -42,6 +42,9 @@ class DataError(Exception):
         self.kind = kind
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # picklable, so a worker process's error reaches the parent naming the file
+        return (type(self), (self.path, self.problem, self.kind))
+
 
 @dataclasses.dataclass(frozen=True)
 class Item:

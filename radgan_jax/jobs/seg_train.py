@@ -31,7 +31,13 @@ from radgan_jax.checkpoint import Checkpointer
 from radgan_jax.eval import plots
 from radgan_jax.models.unet import init_unet, unet_from_plan
 from radgan_jax.parallel.mesh import make_mesh
-from radgan_jax.parallel.sharding import global_from_host, host_from_global, replicated
+from radgan_jax.parallel.sharding import (
+    global_from_host,
+    host_from_global,
+    num_batch_shards,
+    pad_to_multiple,
+    replicated,
+)
 from radgan_jax.seg import online_eval, optim, splits, trainer
 from radgan_jax.seg.augment import augment_config_from_plan
 from radgan_jax.seg.losses import deep_supervision_scales
@@ -100,6 +106,17 @@ def run(config: Any, workdir: str) -> None:
     epochs, iters, val_iters = int(config.epochs), int(config.iterations_per_epoch), int(config.val_iterations)
     batch = int(config.batch_size) or int(plan["batch_size"])
     patch = tuple(int(p) for p in plan["patch_size"])
+    try:
+        mesh = make_mesh(config.mesh)
+    except ValueError as e:
+        raise SystemExit(f"seg_train: config.mesh: {e}") from e
+    shards = num_batch_shards(mesh)
+    if batch % shards:  # a NamedSharding cannot split a batch unevenly (nnU-Net's DDP would)
+        source = ("--config.batch_size" if int(config.batch_size)
+                  else f"the plan's batch_size ({ds.root / 'nnUNetPlans.json'})")
+        raise SystemExit(f"seg_train: batch size {batch} (from {source}) does not split over the {shards} devices of "
+                         f"the mesh's batch axes (mesh {dict(mesh.shape)}, {jax.device_count()} devices); set "
+                         f"--config.batch_size to a multiple of {shards}, e.g. {pad_to_multiple(batch, mesh)}")
     module = unet_from_plan(plan, ds.num_input_channels, ds.num_segmentation_heads,
                             compute_dtype=str(config.compute_dtype))
     seed_key = rng.root_key(int(config.seed))
@@ -117,7 +134,6 @@ def run(config: Any, workdir: str) -> None:
     train_sampler = PatchSampler(ds.load, train_ids, batch, initial, patch, fg, has_ignore_label=ign)
     val_sampler = PatchSampler(ds.load, val_ids or train_ids, batch, patch, patch, fg, has_ignore_label=ign)
 
-    mesh = make_mesh(config.mesh)
     state = trainer.create_seg_state(params, tx)
     state_sharding = jax.tree.map(lambda _: replicated(mesh), state)
     state = jax.device_put(state, state_sharding)
