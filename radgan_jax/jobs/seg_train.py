@@ -18,6 +18,7 @@ uninterrupted run (every draw is a function of (seed, step)).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ from radgan_jax.seg.preprocessed import PreprocessedDataset, PreprocessedError
 from radgan_jax.seg.sampler import PatchSampler, step_rng
 
 SPLITS_FILE = "splits_final.json"
+PLAN_FILES = (("nnUNetPlans.json", "plans.json"), ("dataset.json", "dataset.json"),
+              ("raw_dataset.json", "raw_dataset.json"))
 
 
 def fold_cases(config: Any, ds: PreprocessedDataset) -> tuple[list[str], list[str]]:
@@ -151,6 +154,9 @@ def run(config: Any, workdir: str) -> None:
         logging.info("resumed from %s at epoch %d", ckpt.directory, start)
     if jax.process_index() == 0:  # the log holds exactly the epochs of the state we continue from
         wd.mkdir(parents=True, exist_ok=True)
+        for src, dst in PLAN_FILES:  # nnU-Net's results folder layout: seg_predict needs no --config.plans
+            if (ds.root / src).is_file():
+                shutil.copyfile(ds.root / src, wd / dst)
         (wd / "training_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log.history))
     logging.info("fold %s: %d train / %d val cases; patch %s (crops %s), batch %d, %d epochs x %d iterations",
                  config.fold, len(train_ids), len(val_ids), patch, initial, batch, epochs, iters)
@@ -247,19 +253,23 @@ def final_validation(out: Path, ds: PreprocessedDataset, plan: dict, params: Any
         (out / "overlays").mkdir(parents=True, exist_ok=True)
     for case_id in ids:
         case = ds.load(case_id)
-        image = np.moveaxis(case.data[:, 0], 0, -1)  # [C, 1, H, W] -> [H, W, C]
+        image = np.moveaxis(case.data, 0, -1)  # [C, Z, H, W] -> [Z, H, W, C]: a 2D net predicts every slice
         logits = np.asarray(inference.predict_sliding_window(apply_fn, params, image, patch), np.float32)
-        seg = export.logits_to_raw_segmentation(np.moveaxis(logits, -1, 0)[:, None], ds.properties(case_id),
-                                                ds.plans)
+        seg = export.logits_to_raw_segmentation(np.moveaxis(logits, -1, 0), ds.properties(case_id), ds.plans)
         raw_data, raw_seg, _ = raw.load(case_id)
         if raw_seg is None:
             raise SystemExit(f"seg_train validation: raw case {case_id} of {raw_root} has no label file")
-        preds[case_id], refs[case_id] = seg[0], raw_seg[0, 0].astype(np.int16)
+        preds[case_id], refs[case_id] = seg, raw_seg[0].astype(np.int16)  # (Z, Y, X); Z = 1 for an image
         if is_main:
-            img = np.moveaxis(raw_data[:, 0], 0, -1)
-            pic = export.side_by_side([export.overlay(img, refs[case_id]), export.overlay(img, preds[case_id],
-                                                                                          refs[case_id])])
+            z = int(np.argmax((refs[case_id] > 0).sum(axis=(1, 2))))  # the slice with the most foreground
+            img = np.moveaxis(raw_data[:, z], 0, -1)
+            pic = export.side_by_side([export.overlay(img, refs[case_id][z]),
+                                       export.overlay(img, preds[case_id][z], refs[case_id][z])])
             Image.fromarray(pic).save(out / "overlays" / f"{case_id}.png")
+    if is_main:  # nnU-Net's validation/CASE<ending>: what seg_evaluate's cross-validation mode gathers
+        from radgan_jax.jobs.seg_evaluate import save_validation_predictions
+
+        save_validation_predictions(out, {c: (p[0] if p.shape[0] == 1 else p) for c, p in preds.items()}, raw_root)
     labels = ds.foreground_labels
     summary = evaluate.compute_metrics_on_cases(refs, preds, labels, ds.ignore_label)
     if is_main:
