@@ -107,6 +107,26 @@ def _upsample(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method="bilinear", antialias=False)
 
 
+def _parts(group: jax.Array | Sequence[jax.Array]) -> list[jax.Array]:
+    """A group's features: one concatenated array, or its layers' outputs (features.group_features layerwise)."""
+    return [group] if hasattr(group, "ndim") else list(group)
+
+
+def _reduce_group(parts: Sequence[jax.Array], kernel: jax.Array) -> jax.Array:
+    """The group's bias-free 1x1 conv. For per-layer parts, each layer's rows of the kernel are applied at the
+    layer's own resolution and the results resized to the largest and summed: the same linear map as
+    conv(concat(resize(parts))), since bilinear resizing acts per channel, without the wide concatenation."""
+    size = max(p.shape[1] for p in parts)
+    out, row = None, 0
+    for p in parts:
+        k = kernel[row:row + p.shape[-1]].astype(p.dtype)
+        row += p.shape[-1]
+        h = jnp.einsum("nhwc,cd->nhwd", p, k, precision=jax.lax.Precision.HIGHEST)
+        h = _upsample(h, (size, size))
+        out = h if out is None else out + h
+    return out
+
+
 class Interpreter(nn.Module):
     """features {group: [N, h_g, w_g, C_g]} (low/mid/high, 'high' at image size) + class vector y [N, E]
     -> logits [N, H, W, num_outputs] (1 = one foreground class with sigmoid, else one per label)."""
@@ -121,17 +141,18 @@ class Interpreter(nn.Module):
         if extra:
             raise ValueError(f"unknown feature groups {extra}; expected names from {GROUP_NAMES}")
         widths = group_widths(present, self.widths)
-        n = features["high"].shape[0]
+        n = _parts(features["high"])[0].shape[0]
         if y.ndim != 2 or y.shape[0] != n:
             raise ValueError(f"class vector y must be [N={n}, E], got {y.shape}")
         x, width = None, 0
         for name in present:
-            f = features[name]
-            if f.ndim != 4 or f.shape[0] != n:
-                raise ValueError(f"feature group {name!r} must be [N={n}, h, w, C], got {f.shape}")
-            fan_in = f.shape[-1]
+            parts = _parts(features[name])
+            for f in parts:
+                if f.ndim != 4 or f.shape[0] != n:
+                    raise ValueError(f"feature group {name!r} must be [N={n}, h, w, C], got {f.shape}")
+            fan_in = sum(f.shape[-1] for f in parts)
             kernel = self.param(f"{name}_feature_conv", torch_default_init(fan_in), (fan_in, widths[name]))
-            f = jnp.einsum("nhwc,cd->nhwd", f, kernel.astype(f.dtype), precision=jax.lax.Precision.HIGHEST)
+            f = _reduce_group(parts, kernel)
             x = f if x is None else jnp.concatenate([_upsample(x, f.shape[1:3]), f], axis=-1)
             width += widths[name]
             if name != "low":

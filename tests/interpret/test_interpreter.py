@@ -272,3 +272,24 @@ def test_overfits_four_generated_samples():
     assert losses[-1] < losses[0]
     print(f"overfit: mean Dice {dice:.4f}, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     assert dice > 0.9, (dice, losses[::10])
+
+
+def test_layerwise_features_give_the_same_logits(full):
+    """Per-layer parts (features.group_features(layerwise=True)) = the concatenated group: the 1x1 group conv is
+    applied per layer before the bilinear resize, the same linear map without the wide concatenation."""
+    from radgan_jax.interpret.features import resize_bilinear
+
+    model, variables = full
+    variables = dict(variables)  # non-trivial ccbn gains so the whole head is exercised
+    variables["params"] = jax.tree.map(lambda p: p + 0.05 * _normal(7, p.shape), variables["params"])
+    # each group made of layers at different native sizes (the largest at the group's size, as features.py does)
+    layer_shapes = {"low": [(2, 2, 5), (4, 4, 7)], "mid": [(4, 4, 3), (8, 8, 7)], "high": [(8, 8, 2), (16, 16, 4)]}
+    parts = {g: tuple(_normal(10 * i + j, (3, *s)) for j, s in enumerate(ss))
+             for i, (g, ss) in enumerate(layer_shapes.items())}
+    concat = {g: jnp.concatenate([resize_bilinear(p, SHAPES[g][0]) for p in ps], axis=-1) for g, ps in parts.items()}
+    y = _normal(99, (3, Y_DIM))
+    a = _jit_apply(model)(variables, concat, y, train=False)
+    b = _jit_apply(model)(variables, parts, y, train=False)
+    scale = float(jnp.abs(a).max())
+    assert scale > 1e-2
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5 * scale, rtol=0)
