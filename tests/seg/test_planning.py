@@ -272,3 +272,26 @@ def test_errors_name_the_bad_file(tmp_path):
         _run_job(str(folder), tmp_path / "out")
     with pytest.raises(SystemExit, match=r"set --config.dataset"):
         _run_job("", tmp_path / "out", builtin="")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,dataset_id", [("CHAOS-MR-T2", 602), ("CVC-ClinicDB-tif-sample", 603)])
+def test_other_shared_datasets_plan_matches_nnunetv2(tmp_path, shared_dir, name, dataset_id):
+    """The other segmentation sets of ../shared/data, converted by data_convert: CHAOS MR T2 volumes (nii.gz;
+    nnU-Net's 2d configuration plans their slices after its transpose) and the CVC tif frames."""
+    from configs.data.convert import get_config
+    from radgan_jax.jobs import data_convert
+
+    src = shared_dir / "data" / name
+    if not src.is_dir():
+        pytest.skip(f"{src} not found")
+    cfg = get_config()
+    cfg.dataset, cfg.max_cases, cfg.progress, cfg.dataset_id = str(src), 0, False, dataset_id
+    data_convert.run(cfg, str(tmp_path / "convert"))
+    raw = next((tmp_path / "convert" / "nnUNet_raw").glob(f"Dataset{dataset_id}_*"))
+    reference = NnUNetReference(raw, tmp_path)
+    out = tmp_path / "plan"
+    _run_job(str(raw), out, preprocess=False)
+    ref_fp, ref_plans = reference.result()
+    assert_fingerprint_equal(json.loads((out / "dataset_fingerprint.json").read_text()), ref_fp)
+    assert_plan_equal(json.loads((out / "nnUNetPlans.json").read_text()), ref_plans)
