@@ -24,6 +24,7 @@ _MODULES: dict[str, str] = {
     "data_convert": "radgan_jax.jobs.data_convert",
     "generate": "radgan_jax.jobs.generate",
     "interpret_export": "radgan_jax.jobs.interpret_export",
+    "interpret_sample": "radgan_jax.jobs.interpret_sample",
     "print_config": "radgan_jax.jobs.print_config",
     "seg_evaluate": "radgan_jax.jobs.seg_evaluate",
     "seg_plan": "radgan_jax.jobs.seg_plan",
