@@ -25,6 +25,7 @@ _MODULES: dict[str, str] = {
     "generate": "radgan_jax.jobs.generate",
     "interpret_export": "radgan_jax.jobs.interpret_export",
     "interpret_sample": "radgan_jax.jobs.interpret_sample",
+    "interpret_train": "radgan_jax.jobs.interpret_train",
     "print_config": "radgan_jax.jobs.print_config",
     "seg_evaluate": "radgan_jax.jobs.seg_evaluate",
     "seg_plan": "radgan_jax.jobs.seg_plan",
