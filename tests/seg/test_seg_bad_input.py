@@ -20,7 +20,6 @@ import json
 import math
 import re
 import types
-from itertools import starmap
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import pytest
 
 from radgan_jax.data.base import Case
 from radgan_jax.data.nnunet_raw import write_nnunet_raw
+from tests.seg.test_evaluate import _SerialPool
 
 SIZE = 32
 LABELS = {"background": 0, "a": 1, "b": 2}
@@ -101,22 +101,6 @@ def _plan(dataset: Path, out: Path, num_workers: int = 0) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fingerprint, "samples_per_case", lambda num_cases: 10_000)
         seg_plan.run(config, str(out))
-
-
-class _SerialPool:
-    """Stands in for multiprocessing's spawn Pool so nnunetv2 functions run in this process (cheap)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        pass
-
-    def __enter__(self) -> _SerialPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def starmap(self, fn, iterable):
-        return list(starmap(fn, iterable))
 
 
 def _nnunet(monkeypatch, tmp_path) -> types.SimpleNamespace:
