@@ -11,7 +11,7 @@ samples (no sample keeps its own) and must stay far below.
 Measured (2 CPU cores, widths 16/8/8, 40 epochs = 480 steps of 4; Dice on 500 new samples):
 - the quickstart generator (16 px, 4 phantom classes, trained): Dice 0.912, control 0.635 (test_trained_generator,
   run when RADGAN_TRAINED_GENERATOR names a generator checkpoint; or `python -m tests.interpret.test_learnability
-  --generator DIR`).
+  --generator DIR`); that generator is kept in tests/assets/quickstart_g16.npz, so CI runs this check.
 - demo32 (random init, what CI has) cannot reach 0.9, whatever the head: in a random-init StyleGAN-XL every ToRGB
   input channel is scaled by a per-sample style s_i(w) = 1 + O(1) noise, so the image is a *different* linear read-out
   of the last features for every sample (a ridge regression of the luminance on all features, fitted on 50 images,
@@ -157,15 +157,39 @@ def test_demo32():
     assert r["dice_control"] <= r["dice"] - 0.12, r
 
 
-@pytest.mark.slow  # ~2 min on 2 CPU cores for a 16 px generator
-def test_trained_generator():
-    path = os.environ.get("RADGAN_TRAINED_GENERATOR")
-    if not path:
-        pytest.skip("set RADGAN_TRAINED_GENERATOR=DIR (a trained generator checkpoint, e.g. the quickstart's "
-                    "WORKDIR/generator) for the Dice >= 0.9 acceptance check")
-    from radgan_jax.checkpoint import load_generator
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "quickstart_g16.npz"
 
-    spec, variables, _ = load_generator(path)
+
+def load_asset_generator(path: Path = ASSET) -> tuple[Any, dict]:
+    """(spec, variables) of the generator stored in tests/assets: G_ema of the README quickstart run
+    (`configs/quickstart.py`, 4 kimg, 16 px, 4 phantom classes; 1.2 MB), flattened as 'collection/.../leaf'."""
+    from radgan_jax.models.stylegan_xl.generator import GeneratorSpec
+
+    with np.load(path) as z:
+        spec = GeneratorSpec.from_dict(json.loads(bytes(z["__spec__"]).decode()))
+        variables: dict = {}
+        for key in z.files:
+            if key == "__spec__":
+                continue
+            *parents, leaf = key.split("/")
+            node = variables
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = z[key]
+    return spec, variables
+
+
+def test_trained_generator():
+    """Dice >= 0.9 on a trained generator: RADGAN_TRAINED_GENERATOR=DIR (a generator checkpoint), else the
+    quickstart-trained 16 px generator kept in tests/assets (~1 min on 2 CPU cores)."""
+    path = os.environ.get("RADGAN_TRAINED_GENERATOR")
+    if path:
+        from radgan_jax.checkpoint import load_generator
+
+        spec, variables, _ = load_generator(path)
+    else:
+        path = str(ASSET)
+        spec, variables = load_asset_generator()
     r = learnability(Generator(spec), variables, epochs=40)
     print(f"learnability on {path}:", json.dumps(r))
     assert r["dice"] >= 0.9, r
