@@ -100,6 +100,21 @@ def _features(class_names: Sequence[str], resolution: int):
     })
 
 
+class DeterministicSerializer:
+    """`FeaturesDict.serialize_example` with deterministic proto serialization: the feature map's order otherwise
+    follows the process's string hashing, so two hosts (or runs) would write different bytes for the same example."""
+
+    def __init__(self, features):
+        from tensorflow_datasets.core.example_serializer import ExampleSerializer
+
+        self.features = features
+        self._ser = ExampleSerializer(features.get_serialized_info())
+
+    def __call__(self, example: dict) -> bytes:
+        proto = self._ser.get_tf_example(self.features.encode_example(example))
+        return proto.SerializeToString(deterministic=True)
+
+
 class _ShardedWriter:
     """ArrayRecord shards `<name>-train.array_record-XXXXX-of-YYYYY`, renamed to their final names at close."""
 
@@ -184,6 +199,7 @@ def build_gan_datasets(
         shutil.rmtree(d, ignore_errors=True)  # leftovers of an interrupted build
         (d / VERSION).mkdir(parents=True)
     features = {r: _features(class_names, r) for r in res}
+    serializers = {r: DeterministicSerializer(features[r]) for r in res}
     writers = {r: _ShardedWriter(tmp[r] / VERSION, dataset_name(name, r)) for r in res}
     try:
         seen: set[str] = set()
@@ -217,7 +233,7 @@ def build_gan_datasets(
                     raise DataError(path, f"gan_preprocess returned {img.dtype} {img.shape}, expected uint8 "
                                           f"{(r, r, 3)}", "corrupt")
                 example = {"image": _encode_png(img), "label": label, "id": case.id}
-                writers[r].write(features[r].serialize_example(example))
+                writers[r].write(serializers[r](example))
         if not seen:
             raise DataError(out_dir, f"no cases to write for dataset {name!r}", "layout")
         for r in res:

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from radgan_jax.data.base import Case
 from radgan_jax.data.nnunet_raw import NnUNetRawWriter, dataset_folder_name
+from radgan_jax.data.tfds_build import DeterministicSerializer
 from radgan_jax.data.tfds_build import dataset_name as tfds_dataset_name
 from radgan_jax.eval.grids import image_grid, save_png
 from radgan_jax.interpret import factory
@@ -145,21 +146,6 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
-
-
-class _Serializer:
-    """`FeaturesDict.serialize_example` with deterministic proto serialization: the feature map's order otherwise
-    follows the process's string hashing, so two hosts would write different bytes for the same example."""
-
-    def __init__(self, features):
-        from tensorflow_datasets.core.example_serializer import ExampleSerializer
-
-        self.features = features
-        self._ser = ExampleSerializer(features.get_serialized_info())
-
-    def __call__(self, example: dict) -> bytes:
-        proto = self._ser.get_tf_example(self.features.encode_example(example))
-        return proto.SerializeToString(deterministic=True)
 
 
 def _tfds_features(h: int, w: int, ch: int, class_names: list[str]):
@@ -313,7 +299,7 @@ def sample_dataset(config, workdir: str, *, devices: list | None = None,
                channel_names={str(i): n for i, n in enumerate(names)})
     if "tfds" in formats:
         ctx["features"] = _tfds_features(res, res, 1 if grey else spec.img_channels, class_names)
-        ctx["serialize"] = _Serializer(ctx["features"])
+        ctx["serialize"] = DeterministicSerializer(ctx["features"])
     writer = _ChunkWriter(ctx)
     pid, count = jax.process_index(), jax.process_count()
     mine = plan.host_chunks(pid, count)
