@@ -103,7 +103,7 @@ def generate_arrays(gen: Generator, variables: Any, mesh, z: np.ndarray, c: np.n
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
-def _class_table(config, spec: GeneratorSpec):
+def product_class_table(config, spec: GeneratorSpec) -> Any:
     """The product's class table: config.product, or 'auto' by c_dim (124: ctmr, 6: gastro); else None."""
     from radgan_jax.data.classes import PRODUCTS, class_table
 
@@ -119,7 +119,8 @@ def _class_table(config, spec: GeneratorSpec):
     return table
 
 
-def _class_labels(config, spec: GeneratorSpec) -> list[int] | None:
+def requested_class_labels(config, spec: GeneratorSpec) -> list[int] | None:
+    """Class indices of `config.classes` (ranges, or the product table's labels); None = random per seed."""
     if spec.c_dim == 0:
         return None
     text = str(config.classes).strip()
@@ -128,7 +129,7 @@ def _class_labels(config, spec: GeneratorSpec) -> list[int] | None:
     if re.fullmatch(r"[\d,\s-]+", text):
         labels = parse_range(text)
     else:  # class labels of the paper's table (e.g. 'spine_ddd,abd_normal'), indices may be mixed in
-        table = _class_table(config, spec)
+        table = product_class_table(config, spec)
         if table is None:
             raise ValueError(f"--config.classes={text!r} names classes, but this generator (c_dim={spec.c_dim}) "
                              f"is neither ctmr (124) nor gastro (6): set --config.product or use indices")
@@ -177,7 +178,7 @@ def run(config, workdir: str) -> None:
     seeds = parse_range(config.seeds)
     if not seeds:
         raise ValueError("generate: --config.seeds is empty (e.g. '0-15')")
-    labels = _class_labels(config, spec)
+    labels = requested_class_labels(config, spec)
     rows: list[tuple[int, int | None]] = []
     if labels is None:
         rows = [(s, None if spec.c_dim == 0 else int(random_class_from_seed(s, spec.c_dim)[0])) for s in seeds]

@@ -23,7 +23,7 @@ from absl import logging
 
 from radgan_jax.interpret import annotate
 from radgan_jax.interpret import mask_formats as mf
-from radgan_jax.jobs.generate import _class_labels, _class_table, load_model
+from radgan_jax.jobs.generate import load_model, product_class_table, requested_class_labels
 from radgan_jax.models.stylegan_xl.generator import Generator, GeneratorSpec
 from radgan_jax.models.stylegan_xl.sampling import one_hot, to_uint8, z_from_seed
 from radgan_jax.parallel.mesh import make_mesh
@@ -92,10 +92,10 @@ def export_rows(config, spec: GeneratorSpec) -> list[tuple[int, int, str]]:
     if n < 1:
         raise ValueError(f"interpret_export: num_per_class must be >= 1, got {n}")
     if spec.c_dim:
-        classes = _class_labels(config, spec)
+        classes = requested_class_labels(config, spec)
         if not classes:
             raise ValueError("interpret_export: set --config.classes (e.g. '0,3' or class labels of the product)")
-        table = _class_table(config, spec)  # the paper's labels for ctmr / gastro generators, else None
+        table = product_class_table(config, spec)  # the paper's labels for ctmr / gastro generators, else None
         names = {c: (table.classes[c].label if table is not None else f"class{c:03d}") for c in classes}
     else:
         classes, names = [0], {0: "uncond"}

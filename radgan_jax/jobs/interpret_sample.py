@@ -52,7 +52,7 @@ from radgan_jax.interpret.annotate import generator_digest
 from radgan_jax.interpret.features import feature_groups
 from radgan_jax.interpret.model_io import check_generator, load_interpreter
 from radgan_jax.interpret.uncertainty import select_most_uncertain
-from radgan_jax.jobs.generate import _class_labels, _class_table, load_model
+from radgan_jax.jobs.generate import load_model, product_class_table, requested_class_labels
 from radgan_jax.models.stylegan_xl.generator import Generator
 from radgan_jax.models.stylegan_xl.sampling import to_uint8
 from radgan_jax.parallel.mesh import make_mesh
@@ -102,10 +102,10 @@ def _classes(config, spec) -> tuple[list[int], list[str]]:
     """(class indices to render, names of all generator classes)."""
     if not spec.c_dim:
         return [0], ["uncond"]
-    classes = _class_labels(config, spec)
+    classes = requested_class_labels(config, spec)
     if not classes:
         raise ValueError("interpret_sample: set --config.classes (e.g. '0,3' or class labels of the product)")
-    table = _class_table(config, spec)
+    table = product_class_table(config, spec)
     names = [table.classes[k].label for k in range(spec.c_dim)] if table is not None else [
         f"class{k:03d}" for k in range(spec.c_dim)]
     return classes, names
