@@ -24,6 +24,7 @@ iteration per train forward), u/v in the mutable 'spectral' collection; BN runni
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -170,4 +171,10 @@ def init_interpreter(model: Interpreter, feature_shapes: Mapping[str, Sequence[i
         feature_shapes = {g.name: (g.resolution, g.resolution, g.channels) for g in feature_shapes}
     feats = {name: jnp.zeros((1, *tuple(shape)), jnp.float32) for name, shape in feature_shapes.items()}
     y = jnp.zeros((1, int(y_dim)), jnp.float32)
-    return dict(jax.jit(model.init, static_argnames="train")({"params": key}, feats, y, train=False))
+    return dict(_jitted_init(model)({"params": key}, feats, y, train=False))
+
+
+@functools.cache
+def _jitted_init(model: Interpreter):
+    """One compiled init per module configuration (a fresh `jax.jit(model.init)` per call recompiles: ~9 s)."""
+    return jax.jit(model.init, static_argnames="train")
