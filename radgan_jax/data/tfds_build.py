@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -258,3 +260,61 @@ def build_gan_datasets(
             shutil.rmtree(d, ignore_errors=True)
         raise
     return {r: finals[r] / VERSION for r in res}
+
+
+def labeled_pair_features(h: int, w: int, ch: int, class_names: Sequence[str]):
+    """TFDS features of a synthetic labeled pair (interpret_sample): image, mask, class, id, uncertainty."""
+    import tensorflow_datasets as tfds  # building only (docs/ARCHITECTURE.md 'TensorFlow policy')
+
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(h, w, ch), dtype=np.uint8, encoding_format="png"),
+        "mask": tfds.features.Image(shape=(h, w, 1), dtype=np.uint8, encoding_format="png"),
+        "label": tfds.features.ClassLabel(names=list(class_names)),
+        "id": tfds.features.Text(),
+        "uncertainty": tfds.features.Scalar(dtype=np.float32, doc="ensemble JSD score (0: one interpreter)"),
+    })
+
+
+def assemble_array_record_shards(version_dir: Path, name: str, shards: Sequence[tuple[Path, list[int] | None]],
+                                 features: Any, metadata: dict, description: str) -> list[int]:
+    """One TFDS dataset from ArrayRecord shards written independently (e.g. one per host and chunk):
+    `shards` = (file, indices of the records to keep, or None for all) in order. Whole shards are hard-linked
+    (copied where links fail), partial ones rewritten; then TFDS metadata is written. Returns shard lengths."""
+    import tensorflow_datasets as tfds
+    from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+
+    version_dir.mkdir(parents=True, exist_ok=True)
+    lengths, num_bytes, tmp_names = [], 0, []
+    for src, keep in shards:
+        if keep is not None and not keep:
+            continue
+        dst = version_dir / f"shard-{len(tmp_names):06d}"
+        if keep is None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+            num_bytes += src.stat().st_size
+            reader = ArrayRecordReader(str(src))
+            lengths.append(reader.num_records())
+            reader.close()
+        else:
+            reader = ArrayRecordReader(str(src))
+            records = reader.read(keep)
+            reader.close()
+            writer = ArrayRecordWriter(str(dst), _ARRAY_RECORD_OPTIONS)
+            for r in records:
+                writer.write(r)
+            writer.close()
+            num_bytes += sum(len(r) for r in records)
+            lengths.append(len(keep))
+        tmp_names.append(dst)
+    n = len(tmp_names)
+    for i, p in enumerate(tmp_names):
+        p.rename(p.with_name(f"{name}-{SPLIT}.array_record-{i:05d}-of-{n:05d}"))
+    split = tfds.core.SplitInfo(name=SPLIT, shard_lengths=lengths, num_bytes=num_bytes)
+    tfds.folder_dataset.write_metadata(data_dir=version_dir, features=features, split_infos=[split],
+                                       version=version_dir.name, check_data=False, description=description,
+                                       metadata=tfds.core.MetadataDict(metadata))
+    return lengths
+

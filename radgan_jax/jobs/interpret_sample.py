@@ -34,7 +34,6 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
@@ -44,7 +43,7 @@ from tqdm import tqdm
 
 from radgan_jax.data.base import Case
 from radgan_jax.data.nnunet_raw import NnUNetRawWriter, dataset_folder_name
-from radgan_jax.data.tfds_build import DeterministicSerializer
+from radgan_jax.data.tfds_build import DeterministicSerializer, assemble_array_record_shards, labeled_pair_features
 from radgan_jax.data.tfds_build import dataset_name as tfds_dataset_name
 from radgan_jax.eval.grids import image_grid, save_png
 from radgan_jax.interpret import factory
@@ -57,6 +56,7 @@ from radgan_jax.models.stylegan_xl.generator import Generator
 from radgan_jax.models.stylegan_xl.sampling import to_uint8
 from radgan_jax.parallel.mesh import make_mesh
 from radgan_jax.seg.export import overlay
+from radgan_jax.tools.files import write_json_atomic
 
 FORMAT = "radgan_jax.interpret_sample/1"
 FORMATS = ("nnunet", "tfds")
@@ -132,32 +132,12 @@ class _Layout:
         return self.chunks / f"chunk-{j:06d}.partial"
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Atomic: written next to `path`, then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")  # one writer per file: chunks are owned by one host
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _png_bytes(arr: np.ndarray) -> bytes:
     import io
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
-
-
-def _tfds_features(h: int, w: int, ch: int, class_names: list[str]):
-    import tensorflow_datasets as tfds  # building only (docs/ARCHITECTURE.md 'TensorFlow policy')
-
-    return tfds.features.FeaturesDict({
-        "image": tfds.features.Image(shape=(h, w, ch), dtype=np.uint8, encoding_format="png"),
-        "mask": tfds.features.Image(shape=(h, w, 1), dtype=np.uint8, encoding_format="png"),
-        "label": tfds.features.ClassLabel(names=class_names),
-        "id": tfds.features.Text(),
-        "uncertainty": tfds.features.Scalar(dtype=np.float32, doc="ensemble JSD score (0: one interpreter)"),
-    })
 
 
 class _ChunkWriter:
@@ -210,7 +190,7 @@ class _ChunkWriter:
         for src, dst in moves:
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
-        _write_json(lay.done(j), {"chunk": j, "cases": ids})
+        write_json_atomic(lay.done(j), {"chunk": j, "cases": ids})
         shutil.rmtree(stage, ignore_errors=True)
 
 
@@ -234,7 +214,7 @@ def _check_identity(lay: _Layout, identity: dict) -> None:
                              f"{ {k: old.get(k) for k in diff} } there vs { {k: identity.get(k) for k in diff} } now); "
                              "use a new --workdir, or delete the old one")
     elif jax.process_index() == 0:
-        _write_json(path, identity)
+        write_json_atomic(path, identity)
 
 
 def _barrier(name: str) -> None:
@@ -298,7 +278,7 @@ def sample_dataset(config, workdir: str, *, devices: list | None = None,
     ctx = dict(config=config, layout=lay, formats=formats, labels=labels, grayscale=grey, conditional=bool(spec.c_dim),
                channel_names={str(i): n for i, n in enumerate(names)})
     if "tfds" in formats:
-        ctx["features"] = _tfds_features(res, res, 1 if grey else spec.img_channels, class_names)
+        ctx["features"] = labeled_pair_features(res, res, 1 if grey else spec.img_channels, class_names)
         ctx["serialize"] = DeterministicSerializer(ctx["features"])
     writer = _ChunkWriter(ctx)
     pid, count = jax.process_index(), jax.process_count()
@@ -360,7 +340,7 @@ def _finalize(ctx: dict, plan: factory.SamplePlan, class_names: list[str], ident
                "nnunet": str(lay.nnunet.relative_to(lay.root)) if "nnunet" in ctx["formats"] else None,
                "tfds": str((lay.tfds / "1.0.0").relative_to(lay.root)) if "tfds" in ctx["formats"] else None,
                "grids": grids, "generator_source": source, "identity": identity}
-    _write_json(lay.done_file, summary)
+    write_json_atomic(lay.done_file, summary)
     logging.info("interpret_sample: %d labeled pairs written (%d filtered out) to %s", summary["num_written"],
                  len(dropped), lay.root)
     return summary
@@ -379,7 +359,7 @@ def _apply_filter(ctx: dict, plan: factory.SamplePlan) -> set[str]:
     res = select_most_uncertain(np.asarray(scores), ids, float(config.filter_fraction),
                                 groups if scope == "class" else None)
     dropped = sorted(c for c, d in zip(ids, res.drop, strict=True) if d)
-    _write_json(lay.root / "filter.json", {
+    write_json_atomic(lay.root / "filter.json", {
         "rule": "DatasetGAN: per-pixel Jensen-Shannon divergence of the ensemble, mean of the top 10% pixels; the "
                 "most uncertain fraction dropped (score descending, ties by case id)",
         "fraction": float(config.filter_fraction), "scope": scope, "thresholds": res.thresholds,
@@ -396,50 +376,27 @@ def _apply_filter(ctx: dict, plan: factory.SamplePlan) -> set[str]:
 
 def _assemble_tfds(ctx: dict, plan: factory.SamplePlan, dropped: set[str], class_names: list[str],
                    identity: dict) -> None:
-    import tensorflow_datasets as tfds
-    from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
-
+    """The per-chunk ArrayRecord shards (written by their hosts) -> one TFDS dataset, filtered samples left out."""
     lay = ctx["layout"]
     partial = lay.tfds.with_name(f".{lay.tfds.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(lay.tfds, ignore_errors=True)  # a finalisation interrupted after its rename
-    (partial / "1.0.0").mkdir(parents=True)
-    lengths, num_bytes, tmp_names = [], 0, []
+    shards, count = [], 0
     for j in range(plan.num_chunks):
-        src = lay.tfds_chunks / f"chunk-{j:06d}.array_record"
         ids = json.loads(lay.done(j).read_text())["cases"]
         keep = [i for i, c in enumerate(ids) if c not in dropped]
-        if not keep:
-            continue
-        dst = partial / "1.0.0" / f"shard-{len(tmp_names):06d}"
-        if len(keep) == len(ids):
-            try:
-                os.link(src, dst)  # the per-host shard as it is (no copy)
-            except OSError:
-                shutil.copyfile(src, dst)
-            num_bytes += src.stat().st_size
-        else:
-            reader = ArrayRecordReader(str(src))
-            records = reader.read(keep)
-            reader.close()
-            w = ArrayRecordWriter(str(dst), "group_size:1")
-            for r in records:
-                w.write(r)
-            w.close()
-            num_bytes += sum(len(r) for r in records)
-        lengths.append(len(keep))
-        tmp_names.append(dst)
-    n = len(tmp_names)
-    for i, p in enumerate(tmp_names):
-        p.rename(p.with_name(f"{lay.tfds_name}-{SPLIT}.array_record-{i:05d}-of-{n:05d}"))
+        shards.append((lay.tfds_chunks / f"chunk-{j:06d}.array_record", None if len(keep) == len(ids) else keep))
+        count += len(keep)
     meta = {"format": "radgan_interpret_dataset", "labels": ctx["labels"], "class_names": class_names,
-            "num_records": sum(lengths), **{k: identity[k] for k in ("seed", "num_per_class", "truncation_psi",
-                                                                    "generator_digest", "interpreter_digests")}}
-    split = tfds.core.SplitInfo(name=SPLIT, shard_lengths=lengths, num_bytes=num_bytes)
-    tfds.folder_dataset.write_metadata(
-        data_dir=partial / "1.0.0", features=ctx["features"], split_infos=[split], version="1.0.0", check_data=False,
-        description=f"Synthetic labeled pairs (radgan_jax interpret_sample). Labels {json.dumps(ctx['labels'])}.",
-        metadata=tfds.core.MetadataDict(meta))
+            "num_records": count,
+            **{k: identity[k] for k in ("seed", "num_per_class", "truncation_psi", "generator_digest",
+                                        "interpreter_digests")}}
+    lengths = assemble_array_record_shards(
+        partial / "1.0.0", lay.tfds_name, shards, ctx["features"], meta,
+        f"Synthetic labeled pairs (radgan_jax interpret_sample). Labels {json.dumps(ctx['labels'])}.")
+    if sum(lengths) != meta["num_records"]:
+        raise RuntimeError(f"{lay.tfds_chunks}: the shards hold {sum(lengths)} records, the done records say "
+                           f"{meta['num_records']}")
     partial.rename(lay.tfds)
 
 
