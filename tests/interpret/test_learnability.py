@@ -6,10 +6,12 @@ mean) lies above the training set's median (a threshold fixed on the 50 training
 half the pixels). The interpreter is trained as `interpret_train` does (`interpret/trainer.py`: features recomputed
 from ws by the frozen generator in every step; Adam lr 1e-4, batch 4) on 50 samples and scored on 500 new ones
 (mean per-sample Dice of label 1). The control trains the same way on the same images with the masks permuted across
-samples (no sample keeps its own) and must stay far below.
+samples (no sample keeps its own) and must stay at chance: no better than another sample's true mask or than "all
+label 1" (both about 0.5-0.67 Dice here, since label 1 covers about half the pixels).
 
 Measured (2 CPU cores, widths 16/8/8, 40 epochs = 480 steps of 4; Dice on 500 new samples):
-- the quickstart generator (16 px, 4 phantom classes, trained): Dice 0.912, control 0.635 (test_trained_generator,
+- the quickstart generator (16 px, 4 phantom classes, trained): Dice 0.912, control 0.635 (chance: 0.617 for another
+  sample's true mask, 0.665 for all label 1) (test_trained_generator,
   run when RADGAN_TRAINED_GENERATOR names a generator checkpoint; or `python -m tests.interpret.test_learnability
   --generator DIR`); that generator is kept in tests/assets/quickstart_g16.npz, so CI runs this check.
 - demo32 (random init, what CI has) cannot reach 0.9, whatever the head: in a random-init StyleGAN-XL every ToRGB
@@ -138,7 +140,11 @@ def learnability(gen: Generator, variables: Any, *, n_train: int = 50, n_test: i
     truth = rule_masks(test_images, threshold)
     dice, pooled = _mean_dice(pred, truth)
     dice_control, pooled_control = _mean_dice(pred_control, truth)
+    # Chance levels: another sample's true mask (right statistics, wrong image), and "everything is label 1".
+    other = truth[np.random.default_rng(seed + 1).permutation(n_test)]
     return {"dice": dice, "dice_pooled": pooled, "dice_control": dice_control, "dice_control_pooled": pooled_control,
+            "chance_other_mask": _mean_dice(other, truth)[0],
+            "chance_all_label1": _mean_dice(np.ones_like(truth), truth)[0],
             "label1_fraction_train": float(masks.mean()), "label1_fraction_test": float(truth.mean()),
             "n_train": n_train, "n_test": n_test, "epochs": epochs, "steps": epochs * (n_train // batch),
             "batch": batch, "lr": lr, "psi": psi, "widths": list(widths), "resolution": gen.spec.img_resolution,
@@ -193,7 +199,8 @@ def test_trained_generator():
     r = learnability(Generator(spec), variables, epochs=40)
     print(f"learnability on {path}:", json.dumps(r))
     assert r["dice"] >= 0.9, r
-    assert r["dice_control"] <= 0.7, r
+    chance = max(r["chance_other_mask"], r["chance_all_label1"])
+    assert r["dice_control"] <= chance + 0.05, r  # the control learns nothing beyond the label prior
 
 
 def main() -> None:
